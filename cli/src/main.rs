@@ -1,0 +1,39 @@
+//! The `ember` command-line program.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod inspect;
+mod sys;
+
+#[derive(Parser)]
+#[command(
+    name = "ember",
+    version,
+    about = "Run large language models on the device (GGUF)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Show a GGUF file's architecture, hyper-parameters, tokenizer and tensors.
+    Inspect(inspect::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Inspect(a) => inspect::run(a),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ember: {e}");
+            ExitCode::from(1)
+        }
+    }
+}

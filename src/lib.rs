@@ -1,0 +1,11 @@
+//! ember: run large language models on the device, from GGUF files, through a safe Rust
+//! API and a stable C ABI.
+
+pub mod error;
+pub mod gguf;
+pub mod quant;
+
+pub use error::{Error, Result};
+pub use gguf::{GgufFile, LoadOptions};
+pub use quant::GgmlType;
+pub mod kernels;
