@@ -193,10 +193,54 @@ impl<'a> Matrix<'a> {
     }
 }
 
+/// The worker threads of one context. Every parallel operation of a forward pass runs on it.
+pub struct Pool {
+    inner: rayon::ThreadPool,
+    n_threads: usize,
+}
+
+impl Pool {
+    /// A pool of `n_threads` threads (0 = one per available core).
+    pub fn new(n_threads: usize) -> Result<Pool> {
+        let n = if n_threads == 0 {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        } else {
+            n_threads
+        };
+        let inner = rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build()
+            .map_err(|e| Error::InvalidArgument(format!("cannot start {n} threads: {e}")))?;
+        Ok(Pool {
+            inner,
+            n_threads: n,
+        })
+    }
+
+    pub fn n_threads(&self) -> usize {
+        self.n_threads
+    }
+}
+
 /// `out[t * w.rows + r] = dot(w.row(r), x[t * w.cols ..])` for `n_tok` activation rows.
 ///
 /// `act` is scratch for the quantized activations (at least `n_tok * row_bytes`).
 pub fn matmul(
+    pool: &Pool,
+    k: &Kernels,
+    w: &Matrix<'_>,
+    x: &[f32],
+    n_tok: usize,
+    act: &mut [u8],
+    out: &mut [f32],
+) -> Result<()> {
+    pool.inner
+        .install(|| matmul_in_pool(k, w, x, n_tok, act, out))
+}
+
+fn matmul_in_pool(
     k: &Kernels,
     w: &Matrix<'_>,
     x: &[f32],
