@@ -3,9 +3,17 @@
 
 pub mod error;
 pub mod gguf;
+pub mod kernels;
+pub mod model;
 pub mod quant;
+pub mod runtime;
+pub mod sampling;
+pub mod tokenizer;
 
 pub use error::{Error, Result};
 pub use gguf::{GgufFile, LoadOptions};
+pub use model::{Model, ModelConfig, ModelParams};
 pub use quant::GgmlType;
-pub mod kernels;
+pub use runtime::{AbortHandle, Context, ContextParams, KvType};
+pub use sampling::{Sampler, SamplerParams};
+pub use tokenizer::Token;

@@ -222,6 +222,11 @@ impl Pool {
     pub fn n_threads(&self) -> usize {
         self.n_threads
     }
+
+    /// Runs `f` inside the pool, so that parallel iterators in it use the pool's threads.
+    pub fn install<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
+        self.inner.install(f)
+    }
 }
 
 /// `out[t * w.rows + r] = dot(w.row(r), x[t * w.cols ..])` for `n_tok` activation rows.

@@ -1,0 +1,194 @@
+//! Models: configuration, weights in place in the file, and the forward pass.
+
+pub mod attention;
+pub mod config;
+pub(crate) mod forward;
+pub mod ops;
+pub mod weights;
+
+use std::fs::File;
+use std::path::Path;
+use std::sync::Arc;
+
+pub use config::{Arch, ModelConfig};
+
+use crate::error::{Error, Result};
+use crate::gguf::{GgufFile, LoadOptions, Storage};
+use crate::kernels::ActFormat;
+use ops::RopeTable;
+use weights::Weights;
+
+/// How to load a model.
+#[derive(Clone, Copy, Debug)]
+pub struct ModelParams {
+    /// Map the file (default). Off: read it into memory.
+    pub use_mmap: bool,
+    /// Lock the model's pages in RAM (best effort).
+    pub use_mlock: bool,
+}
+
+impl Default for ModelParams {
+    fn default() -> Self {
+        ModelParams {
+            use_mmap: true,
+            use_mlock: false,
+        }
+    }
+}
+
+pub(crate) struct ModelInner {
+    pub file: GgufFile,
+    pub config: ModelConfig,
+    pub weights: Weights,
+    pub rope: RopeTable,
+    pub rope_swa: RopeTable,
+    /// Largest quantized activation row any matrix product needs.
+    pub max_act_row_bytes: usize,
+}
+
+/// A loaded model: immutable, cheap to clone, `Send + Sync`, shared by any number of
+/// contexts (each clone is a reference to the same weights).
+#[derive(Clone)]
+pub struct Model {
+    pub(crate) inner: Arc<ModelInner>,
+}
+
+impl std::fmt::Debug for Model {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Model")
+            .field("arch", &self.inner.config.arch_name)
+            .field("n_layer", &self.inner.config.n_layer)
+            .finish()
+    }
+}
+
+/// Progress callback: receives a fraction in [0, 1]; returning false cancels the load.
+pub type Progress<'a> = &'a mut dyn FnMut(f32) -> bool;
+
+impl Model {
+    /// Loads a GGUF model from `path`.
+    pub fn load(path: impl AsRef<Path>, params: &ModelParams) -> Result<Model> {
+        Model::load_with_progress(path, params, &mut |_| true)
+    }
+
+    /// Loads a model, reporting progress; the callback can cancel by returning false.
+    pub fn load_with_progress(
+        path: impl AsRef<Path>,
+        params: &ModelParams,
+        progress: Progress<'_>,
+    ) -> Result<Model> {
+        let path = path.as_ref();
+        let file = File::open(path).map_err(|e| Error::io(path.display(), e))?;
+        let len = file
+            .metadata()
+            .map_err(|e| Error::io(path.display(), e))?
+            .len();
+        Model::load_from_file(&file, 0, len, params, progress)
+    }
+
+    /// Loads a model from `len` bytes of an open file starting at `offset` (an asset inside
+    /// an APK or app bundle). The file may be closed once this returns.
+    pub fn load_from_file(
+        file: &File,
+        offset: u64,
+        len: u64,
+        params: &ModelParams,
+        progress: Progress<'_>,
+    ) -> Result<Model> {
+        let opts = LoadOptions {
+            no_mmap: !params.use_mmap,
+            mlock: params.use_mlock,
+        };
+        if !progress(0.0) {
+            return Err(Error::Aborted);
+        }
+        let mut storage = Storage::from_file(file, offset, len, opts, "model")?;
+        // Block views need the bytes at least 32-byte aligned; a mapping at an odd offset
+        // inside a bundle may not be, and then a heap copy is the only safe choice.
+        if storage.bytes().as_ptr() as usize % 32 != 0 {
+            storage = Storage::from_bytes(storage.bytes());
+        }
+        if !progress(0.5) {
+            return Err(Error::Aborted);
+        }
+        let gguf = GgufFile::from_storage(storage)?;
+        let model = Model::from_gguf(gguf)?;
+        if !progress(1.0) {
+            return Err(Error::Aborted);
+        }
+        Ok(model)
+    }
+
+    /// Builds a model from an opened GGUF file.
+    pub fn from_gguf(file: GgufFile) -> Result<Model> {
+        let config = ModelConfig::from_gguf(&file)?;
+        let weights = Weights::load(&file, &config)?;
+        let mut max_act_row_bytes = 0;
+        for m in weights.matrices() {
+            max_act_row_bytes =
+                max_act_row_bytes.max(ActFormat::for_weight(m.ty)?.row_bytes(m.cols));
+        }
+        ops::warm_up();
+        Ok(Model {
+            inner: Arc::new(ModelInner {
+                rope: RopeTable::new(config.rope),
+                rope_swa: RopeTable::new(config.rope_swa),
+                file,
+                config,
+                weights,
+                max_act_row_bytes,
+            }),
+        })
+    }
+
+    pub fn config(&self) -> &ModelConfig {
+        &self.inner.config
+    }
+
+    /// The underlying GGUF file (metadata access).
+    pub fn gguf(&self) -> &GgufFile {
+        &self.inner.file
+    }
+
+    pub fn n_vocab(&self) -> usize {
+        self.inner.config.n_vocab
+    }
+
+    pub fn n_ctx_train(&self) -> usize {
+        self.inner.config.n_ctx_train
+    }
+
+    /// Total number of weights.
+    pub fn n_params(&self) -> u64 {
+        self.inner
+            .file
+            .tensors()
+            .iter()
+            .map(|t| t.n_elements())
+            .sum()
+    }
+
+    /// Bytes of tensor data.
+    pub fn size_bytes(&self) -> u64 {
+        self.inner.file.tensors().iter().map(|t| t.size).sum()
+    }
+
+    /// Any metadata value rendered as a string.
+    pub fn meta_str(&self, key: &str) -> Option<String> {
+        self.inner.file.value_to_string(key, usize::MAX)
+    }
+
+    /// The Jinja chat template stored in the file, if any.
+    pub fn chat_template(&self) -> Option<&str> {
+        self.inner
+            .file
+            .str_opt("tokenizer.chat_template")
+            .ok()
+            .flatten()
+    }
+}
+
+/// Loads a model at `path` with default parameters (shorthand used by examples).
+pub fn load(path: impl AsRef<Path>) -> Result<Model> {
+    Model::load(path, &ModelParams::default())
+}

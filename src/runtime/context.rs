@@ -1,0 +1,258 @@
+//! A context is one conversation: a KV cache, the scratch buffers of a forward pass, a
+//! thread pool and the logits, all made when the context is created so decoding allocates
+//! nothing.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use crate::error::{Error, Result};
+use crate::kernels::{Kernels, Pool};
+use crate::model::forward::{self, ForwardState, Outputs, Scratch};
+use crate::model::Model;
+use crate::tokenizer::Token;
+
+use super::kv::{KvCache, KvType};
+
+/// How to create a context.
+#[derive(Clone, Copy, Debug)]
+pub struct ContextParams {
+    /// Positions the KV cache holds (0 = min(trained context, 4096)).
+    pub n_ctx: usize,
+    /// Most tokens processed in one forward pass (prompts are split into batches this size).
+    pub n_batch: usize,
+    /// Worker threads (0 = one per available core).
+    pub n_threads: usize,
+    pub kv_type: KvType,
+    /// Keep logits for every token of a batch, not just the last (needs n_batch * n_vocab floats).
+    pub logits_all: bool,
+}
+
+impl Default for ContextParams {
+    fn default() -> Self {
+        ContextParams {
+            n_ctx: 0,
+            n_batch: 512,
+            n_threads: 0,
+            kv_type: KvType::F16,
+            logits_all: false,
+        }
+    }
+}
+
+/// Stops a running decode or generation from any thread.
+#[derive(Clone, Debug)]
+pub struct AbortHandle(Arc<AtomicBool>);
+
+impl AbortHandle {
+    /// Asks the context to stop at the next layer boundary. The context stays usable: the
+    /// interrupted batch is simply not part of it.
+    pub fn abort(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// One conversation with a model. Not `Sync`: use one context per thread.
+pub struct Context {
+    model: Model,
+    params: ContextParams,
+    kv: KvCache,
+    scratch: Scratch,
+    pool: Pool,
+    kernels: &'static Kernels,
+    logits: Vec<f32>,
+    n_outputs: usize,
+    /// The tokens whose keys and values are in the cache, in order.
+    tokens: Vec<Token>,
+    abort: Arc<AtomicBool>,
+}
+
+impl Context {
+    /// Creates a context for `model`, allocating everything a decode step needs.
+    pub fn new(model: &Model, params: ContextParams) -> Result<Context> {
+        let c = model.config();
+        let n_ctx = if params.n_ctx == 0 {
+            c.n_ctx_train.min(4096)
+        } else {
+            params.n_ctx
+        };
+        if n_ctx > 1 << 24 {
+            return Err(Error::InvalidArgument(format!(
+                "n_ctx {n_ctx} is too large"
+            )));
+        }
+        if params.n_batch == 0 {
+            return Err(Error::InvalidArgument("n_batch must be at least 1".into()));
+        }
+        let n_batch = params.n_batch.min(n_ctx);
+        let pool = Pool::new(params.n_threads)?;
+        let params = ContextParams {
+            n_ctx,
+            n_batch,
+            n_threads: pool.n_threads(),
+            ..params
+        };
+        let n_out_rows = if params.logits_all { n_batch } else { 1 };
+        let logits_len = n_out_rows
+            .checked_mul(c.n_vocab)
+            .ok_or_else(|| Error::InvalidArgument("logits buffer size overflows".into()))?;
+        Ok(Context {
+            kv: KvCache::new(params.kv_type, c.n_layer, n_ctx, c.kv_dim(), c.kv_dim_v()),
+            scratch: Scratch::new(&model.inner, n_batch, n_ctx, pool.n_threads()),
+            kernels: Kernels::detect(),
+            logits: vec![0.0; logits_len],
+            n_outputs: 0,
+            tokens: Vec::with_capacity(n_ctx),
+            abort: Arc::new(AtomicBool::new(false)),
+            pool,
+            params,
+            model: model.clone(),
+        })
+    }
+
+    pub fn model(&self) -> &Model {
+        &self.model
+    }
+
+    /// The parameters in effect (zeros replaced by the values chosen).
+    pub fn params(&self) -> &ContextParams {
+        &self.params
+    }
+
+    pub fn n_ctx(&self) -> usize {
+        self.params.n_ctx
+    }
+
+    /// Number of positions filled.
+    pub fn n_past(&self) -> usize {
+        self.tokens.len()
+    }
+
+    /// The tokens in the cache.
+    pub fn tokens(&self) -> &[Token] {
+        &self.tokens
+    }
+
+    /// Name of the kernel set in use.
+    pub fn kernels_name(&self) -> &'static str {
+        self.kernels.name
+    }
+
+    /// Bytes of memory the context holds (KV cache, scratch, logits).
+    pub fn size_bytes(&self) -> usize {
+        self.kv.size_bytes() + self.scratch.size_bytes() + self.logits.len() * 4
+    }
+
+    /// A handle that stops decoding from another thread.
+    pub fn abort_handle(&self) -> AbortHandle {
+        AbortHandle(self.abort.clone())
+    }
+
+    /// Forgets every position.
+    pub fn reset(&mut self) {
+        self.tokens.clear();
+        self.n_outputs = 0;
+    }
+
+    /// Keeps only the first `n` positions (rolls the conversation back).
+    pub fn truncate(&mut self, n: usize) {
+        self.tokens.truncate(n);
+        self.n_outputs = 0;
+    }
+
+    /// Appends `tokens` to the context; afterwards [`Context::logits`] holds the next-token
+    /// logits after the last of them.
+    pub fn decode(&mut self, tokens: &[Token]) -> Result<()> {
+        self.decode_impl(tokens, Outputs::Last)
+    }
+
+    /// Like [`Context::decode`] but keeps the logits after every token (needs
+    /// `logits_all` and at most `n_batch` tokens).
+    pub fn decode_all(&mut self, tokens: &[Token]) -> Result<()> {
+        if !self.params.logits_all {
+            return Err(Error::InvalidArgument(
+                "logits for every token need a context created with logits_all".into(),
+            ));
+        }
+        if tokens.len() > self.params.n_batch {
+            return Err(Error::InvalidArgument(format!(
+                "{} tokens with logits for each exceed n_batch {}",
+                tokens.len(),
+                self.params.n_batch
+            )));
+        }
+        self.decode_impl(tokens, Outputs::All)
+    }
+
+    fn decode_impl(&mut self, tokens: &[Token], outputs: Outputs) -> Result<()> {
+        if tokens.is_empty() {
+            return Err(Error::InvalidArgument("no tokens to decode".into()));
+        }
+        let n_vocab = self.model.n_vocab();
+        if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= n_vocab) {
+            return Err(Error::InvalidToken {
+                id: bad as i64,
+                n_vocab,
+            });
+        }
+        let needed = self.tokens.len() + tokens.len();
+        if needed > self.params.n_ctx {
+            return Err(Error::ContextFull {
+                needed,
+                n_ctx: self.params.n_ctx,
+            });
+        }
+        self.abort.store(false, Ordering::Relaxed);
+        self.n_outputs = 0;
+        let start = self.tokens.len();
+        let inner = &self.model.inner;
+        let chunks = tokens.chunks(self.params.n_batch);
+        let n_chunks = chunks.len();
+        for (i, chunk) in chunks.enumerate() {
+            let last = i + 1 == n_chunks;
+            // Earlier chunks only fill the cache; their logits are never read.
+            let out = if last { outputs } else { Outputs::Last };
+            let mut st = ForwardState {
+                kv: &mut self.kv,
+                scratch: &mut self.scratch,
+                pool: &self.pool,
+                kernels: self.kernels,
+                abort: &self.abort,
+                logits: &mut self.logits,
+            };
+            let pos0 = self.tokens.len();
+            if let Err(e) = forward::forward(inner, &mut st, chunk, pos0, out) {
+                // The cache rows past n_past are garbage but unreachable: the context is
+                // exactly as it was before this call.
+                self.tokens.truncate(start);
+                return Err(e);
+            }
+            self.tokens.extend_from_slice(chunk);
+            if last {
+                self.n_outputs = if out == Outputs::All { chunk.len() } else { 1 };
+            }
+        }
+        Ok(())
+    }
+
+    /// Logits after the last decoded token (`n_vocab` floats; empty before any decode).
+    pub fn logits(&self) -> &[f32] {
+        if self.n_outputs == 0 {
+            return &[];
+        }
+        let n = self.model.n_vocab();
+        &self.logits[(self.n_outputs - 1) * n..self.n_outputs * n]
+    }
+
+    /// Logits after token `i` of the last batch decoded with [`Context::decode_all`]
+    /// (or `i = 0` after [`Context::decode`]).
+    pub fn logits_ith(&self, i: usize) -> Result<&[f32]> {
+        if i >= self.n_outputs {
+            return Err(Error::InvalidArgument(format!(
+                "no logits for batch position {i} ({} available)",
+                self.n_outputs
+            )));
+        }
+        let n = self.model.n_vocab();
+        Ok(&self.logits[i * n..(i + 1) * n])
+    }
+}
