@@ -44,6 +44,8 @@ pub(crate) struct ModelInner {
     pub rope_swa: RopeTable,
     /// Largest quantized activation row any matrix product needs.
     pub max_act_row_bytes: usize,
+    /// Identifies the model for saved states.
+    pub fingerprint: u64,
 }
 
 /// A loaded model: immutable, cheap to clone, `Send + Sync`, shared by any number of
@@ -129,6 +131,7 @@ impl Model {
                 max_act_row_bytes.max(ActFormat::for_weight(m.ty)?.row_bytes(m.cols));
         }
         ops::warm_up();
+        let fingerprint = fingerprint(&file);
         Ok(Model {
             inner: Arc::new(ModelInner {
                 rope: RopeTable::new(config.rope),
@@ -137,6 +140,7 @@ impl Model {
                 config,
                 weights,
                 max_act_row_bytes,
+                fingerprint,
             }),
         })
     }
@@ -178,6 +182,12 @@ impl Model {
         self.inner.file.value_to_string(key, usize::MAX)
     }
 
+    /// A hash of the file's size and tensor layout: states saved with one model are
+    /// refused by another.
+    pub fn fingerprint(&self) -> u64 {
+        self.inner.fingerprint
+    }
+
     /// The Jinja chat template stored in the file, if any.
     pub fn chat_template(&self) -> Option<&str> {
         self.inner
@@ -186,6 +196,20 @@ impl Model {
             .ok()
             .flatten()
     }
+}
+
+fn fingerprint(file: &GgufFile) -> u64 {
+    use crate::runtime::state::fnv1a;
+    let mut h = fnv1a(0xcbf2_9ce4_8422_2325, &file.file_size().to_le_bytes());
+    for t in file.tensors() {
+        h = fnv1a(h, t.name.as_bytes());
+        h = fnv1a(h, &t.ty.id().to_le_bytes());
+        for d in t.shape() {
+            h = fnv1a(h, &d.to_le_bytes());
+        }
+        h = fnv1a(h, &t.offset.to_le_bytes());
+    }
+    h
 }
 
 /// Loads a model at `path` with default parameters (shorthand used by examples).

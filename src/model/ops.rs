@@ -250,6 +250,34 @@ mod tests {
     }
 
     #[test]
+    fn rotating_back_by_d_equals_rotating_at_pos_minus_d() {
+        for layout in [RopeLayout::Normal, RopeLayout::Neox] {
+            let t = RopeTable::new(Rope {
+                base: 10000.0,
+                n_dims: 8,
+                layout,
+                scaling: RopeScaling::None,
+            });
+            let x: Vec<f32> = (0..16).map(|i| (i as f32 * 0.37).sin()).collect();
+            let (mut cs_p, mut cs_d, mut cs_pd) = ([0.0; 8], [0.0; 8], [0.0; 8]);
+            t.fill(57, None, &mut cs_p);
+            t.fill(20, None, &mut cs_d);
+            t.fill(37, None, &mut cs_pd);
+            for pair in cs_d.chunks_exact_mut(2) {
+                pair[1] = -pair[1];
+            }
+            let mut a = x.clone();
+            t.apply(&mut a, 8, &cs_p);
+            t.apply(&mut a, 8, &cs_d);
+            let mut b = x.clone();
+            t.apply(&mut b, 8, &cs_pd);
+            for (u, v) in a.iter().zip(&b) {
+                assert!((u - v).abs() < 1e-4, "{layout:?}: {u} vs {v}");
+            }
+        }
+    }
+
+    #[test]
     fn rms_norm_unit_rms() {
         let x = [3.0, -4.0, 0.0, 5.0];
         let mut out = [0.0; 4];

@@ -55,7 +55,7 @@ impl AbortHandle {
 pub struct Context {
     model: Model,
     params: ContextParams,
-    kv: KvCache,
+    pub(crate) kv: KvCache,
     scratch: Scratch,
     pool: Pool,
     kernels: &'static Kernels,
@@ -64,6 +64,9 @@ pub struct Context {
     /// The tokens whose keys and values are in the cache, in order.
     tokens: Vec<Token>,
     abort: Arc<AtomicBool>,
+    /// Buffers for re-rotating keys in a context shift.
+    shift_cs: Vec<f32>,
+    shift_row: Vec<f32>,
 }
 
 impl Context {
@@ -103,6 +106,8 @@ impl Context {
             n_outputs: 0,
             tokens: Vec::with_capacity(n_ctx),
             abort: Arc::new(AtomicBool::new(false)),
+            shift_cs: vec![0.0; c.rope.n_dims.max(c.rope_swa.n_dims)],
+            shift_row: vec![0.0; c.kv_dim()],
             pool,
             params,
             model: model.clone(),
@@ -157,6 +162,50 @@ impl Context {
     pub fn truncate(&mut self, n: usize) {
         self.tokens.truncate(n);
         self.n_outputs = 0;
+    }
+
+    /// Makes room by dropping `n_discard` positions after the first `n_keep`: later keys
+    /// and values move down and keys are re-rotated to their new positions, so generation
+    /// continues with the dropped text forgotten instead of failing with a full context.
+    pub fn shift(&mut self, n_keep: usize, n_discard: usize) -> Result<()> {
+        let n_past = self.tokens.len();
+        if n_keep.checked_add(n_discard).is_none_or(|e| e > n_past) {
+            return Err(Error::InvalidArgument(format!(
+                "cannot keep {n_keep} and discard {n_discard} of {n_past} positions"
+            )));
+        }
+        if n_discard == 0 {
+            return Ok(());
+        }
+        let inner = &self.model.inner;
+        let c = &inner.config;
+        let file = inner.file.bytes();
+        let freq_factors = inner.weights.rope_freqs.as_ref().map(|f| f.get(file));
+        let n_move = n_past - n_keep - n_discard;
+        let (kd, vd) = (self.kv.k_dim, self.kv.v_dim);
+        for (il, layer) in self.kv.layers.iter_mut().enumerate() {
+            layer.k.move_rows(kd, n_keep + n_discard, n_keep, n_move);
+            layer.v.move_rows(vd, n_keep + n_discard, n_keep, n_move);
+            let (rope, ff) = if c.swa_layers[il] {
+                (&inner.rope_swa, None)
+            } else {
+                (&inner.rope, freq_factors)
+            };
+            // Rotating by -n_discard: RoPE angles are linear in the position.
+            let cs = &mut self.shift_cs[..rope.n_dims()];
+            rope.fill(n_discard, ff, cs);
+            for pair in cs.chunks_exact_mut(2) {
+                pair[1] = -pair[1];
+            }
+            for pos in n_keep..n_keep + n_move {
+                layer.k.read_row(pos, kd, &mut self.shift_row);
+                rope.apply(&mut self.shift_row, c.head_dim, cs);
+                layer.k.write(pos, kd, &self.shift_row);
+            }
+        }
+        self.tokens.drain(n_keep..n_keep + n_discard);
+        self.n_outputs = 0;
+        Ok(())
     }
 
     /// Appends `tokens` to the context; afterwards [`Context::logits`] holds the next-token
@@ -232,6 +281,14 @@ impl Context {
             }
         }
         Ok(())
+    }
+
+    /// Installs a validated saved state.
+    pub(crate) fn set_restored(&mut self, tokens: Vec<Token>, logits: &[f32]) {
+        self.tokens.clear();
+        self.tokens.extend_from_slice(&tokens);
+        self.logits[..logits.len()].copy_from_slice(logits);
+        self.n_outputs = usize::from(!logits.is_empty());
     }
 
     /// Logits after the last decoded token (`n_vocab` floats; empty before any decode).

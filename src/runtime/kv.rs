@@ -66,6 +66,18 @@ impl KvBuf {
         }
     }
 
+    /// Reads row `pos` into `out` (`dim` values).
+    pub fn read_row(&self, pos: usize, dim: usize, out: &mut [f32]) {
+        match self {
+            KvBuf::F16(b) => {
+                for (o, v) in out.iter_mut().zip(&b[pos * dim..(pos + 1) * dim]) {
+                    *o = v.to_f32();
+                }
+            }
+            KvBuf::F32(b) => out[..dim].copy_from_slice(&b[pos * dim..(pos + 1) * dim]),
+        }
+    }
+
     /// The raw bytes (for saving state).
     pub fn bytes(&self) -> &[u8] {
         match self {

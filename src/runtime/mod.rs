@@ -6,3 +6,4 @@ pub mod kv;
 pub use context::{AbortHandle, Context, ContextParams};
 pub use kv::KvType;
 pub mod perplexity;
+pub mod state;
