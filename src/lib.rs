@@ -4,8 +4,10 @@
 pub mod error;
 pub mod gguf;
 pub mod quant;
+pub mod tokenizer;
 
 pub use error::{Error, Result};
 pub use gguf::{GgufFile, LoadOptions};
 pub use quant::GgmlType;
+pub use tokenizer::{EncodeOptions, StreamDecoder, Token, TokenAttr, Tokenizer, TokenizerKind};
 pub mod kernels;

@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 
 mod inspect;
 mod sys;
+mod tokenize;
 
 #[derive(Parser)]
 #[command(
@@ -22,12 +23,15 @@ struct Cli {
 enum Command {
     /// Show a GGUF file's architecture, hyper-parameters, tokenizer and tensors.
     Inspect(inspect::Args),
+    /// Split text into a model's tokens, as llama.cpp's llama-tokenize does.
+    Tokenize(tokenize::Args),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Inspect(a) => inspect::run(a),
+        Command::Tokenize(a) => tokenize::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
