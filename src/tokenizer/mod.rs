@@ -314,12 +314,14 @@ impl Tokenizer {
                         "vocabulary text exceeds 4 GiB",
                     ))
                 }
-                Err(first) => return Err(meta_err(
-                    "tokenizer.ggml.tokens",
-                    format!(
+                Err(first) => {
+                    return Err(meta_err(
+                        "tokenizer.ggml.tokens",
+                        format!(
                         "token {i} duplicates token {first} (llama.cpp refuses such vocabularies)"
                     ),
-                )),
+                    ))
+                }
             }
         }
         if strings.len() != n {
@@ -402,9 +404,11 @@ impl Tokenizer {
                 sp.eos = Some(11);
                 let cfg = match pretokenize::config_for(&pre_name) {
                     Ok(c) => c,
-                    Err(true) => return Err(Error::Unsupported(format!(
+                    Err(true) => {
+                        return Err(Error::Unsupported(format!(
                         "pre-tokenizer '{pre_name}' (known to llama.cpp, not implemented in ember)"
-                    ))),
+                    )))
+                    }
                     Err(false) => {
                         return Err(Error::Unsupported(format!(
                             "unknown pre-tokenizer type '{pre_name}' (llama.cpp refuses it too)"

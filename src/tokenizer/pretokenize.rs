@@ -864,3 +864,185 @@ fn llama3(cx: &Ctx, s: usize, e: usize, out: &mut Vec<u32>, digits: Digits, mark
         emit(pos, &mut prev);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Value;
+
+    fn fixture(name: &str) -> Value {
+        let p = format!(
+            "{}/tests/fixtures/tokenizer/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
+    }
+
+    fn family(name: &str) -> PreTokenizer {
+        match name {
+            "default" => PreTokenizer::Default,
+            "gpt2" => PreTokenizer::Gpt2,
+            "llama3" => PreTokenizer::Llama3,
+            "qwen2" => PreTokenizer::Qwen2,
+            "qwen35" => PreTokenizer::Qwen35,
+            "starcoder" => PreTokenizer::Starcoder,
+            "falcon" => PreTokenizer::Falcon,
+            "deepseek-llm" => PreTokenizer::DeepseekLlm,
+            "deepseek-coder" => PreTokenizer::DeepseekCoder,
+            "tekken" => PreTokenizer::Tekken,
+            "gpt4o" => PreTokenizer::Gpt4o,
+            "poro" => PreTokenizer::Poro,
+            "viking" => PreTokenizer::Viking,
+            other => panic!("fixture has unknown family {other}"),
+        }
+    }
+
+    fn split(pre: PreTokenizer, s: &str) -> Vec<String> {
+        let mut sp = Splitter::default();
+        let w = sp.split(pre, s.as_bytes()).unwrap();
+        w.iter()
+            .map(|b| String::from_utf8(b.to_vec()).unwrap())
+            .collect()
+    }
+
+    /// Every code point's class equals llama.cpp's (ranges dumped from libllama).
+    #[test]
+    fn classes_match_llama_cpp() {
+        let fx = fixture("pretok.json");
+        let ranges = fx["flags"].as_array().unwrap();
+        for (i, r) in ranges.iter().enumerate() {
+            let start = r[0].as_u64().unwrap() as u32;
+            let code = r[1].as_u64().unwrap() as u8;
+            let end = ranges
+                .get(i + 1)
+                .map_or(0x11_0000, |n| n[0].as_u64().unwrap() as u32);
+            for cp in start..end {
+                assert_eq!(class(cp), code, "code point {cp:#x}");
+            }
+        }
+    }
+
+    /// Every corpus string splits exactly as llama.cpp's `unicode_regex_split` splits it,
+    /// for every pre-tokenizer family.
+    #[test]
+    fn splits_match_llama_cpp() {
+        let fx = fixture("pretok.json");
+        let corpus = fixture("corpus.json");
+        let corpus: Vec<&str> = corpus
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s.as_str().unwrap())
+            .collect();
+        let mut failures = Vec::new();
+        let mut checked = 0;
+        for (name, lists) in fx["splits"].as_object().unwrap() {
+            let pre = family(name);
+            let mut sp = Splitter::default();
+            for (s, want) in corpus.iter().zip(lists.as_array().unwrap()) {
+                let Some(want) = want.as_str() else { continue };
+                let want: Vec<u32> = if want.is_empty() {
+                    Vec::new()
+                } else {
+                    want.split(',').map(|x| x.parse().unwrap()).collect()
+                };
+                let words = sp.split(pre, s.as_bytes()).unwrap();
+                let got: Vec<u32> = words.iter().map(|w| w.len() as u32).collect();
+                checked += 1;
+                if got != want {
+                    failures.push(format!("{name} {s:?}:\n  want {want:?}\n  got  {got:?}"));
+                }
+            }
+        }
+        assert!(checked > 13 * 300, "only {checked} splits checked");
+        if !failures.is_empty() {
+            let n = failures.len();
+            failures.truncate(10);
+            panic!("{n} splits differ from llama.cpp:\n{}", failures.join("\n"));
+        }
+    }
+
+    // Documented behaviour of each family, independent of the fixtures.
+
+    #[test]
+    fn llama3_groups_digits_by_three_and_folds_contractions() {
+        let pre = PreTokenizer::Llama3;
+        assert_eq!(split(pre, "1234567"), ["123", "456", "7"]);
+        assert_eq!(split(pre, "I'M here"), ["I", "'M", " here"]);
+        assert_eq!(split(pre, "a  \n\n b"), ["a", "  \n\n", " b"]);
+        assert_eq!(split(pre, "(hello)"), ["(hello", ")"]);
+    }
+
+    #[test]
+    fn qwen2_splits_single_digits() {
+        assert_eq!(
+            split(PreTokenizer::Qwen2, "x 2024!"),
+            ["x", " ", "2", "0", "2", "4", "!"]
+        );
+    }
+
+    #[test]
+    fn gpt2_keeps_space_with_word_and_case_sensitive_contractions() {
+        let pre = PreTokenizer::Gpt2;
+        assert_eq!(
+            split(pre, "Hello  world's 42"),
+            ["Hello", " ", " world", "'s", " 42"]
+        );
+        assert_eq!(split(pre, "IT'S"), ["IT", "'", "S"]);
+        assert_eq!(split(pre, "a\t\tb "), ["a", "\t", "\t", "b", " "]);
+    }
+
+    #[test]
+    fn starcoder_isolates_every_digit() {
+        assert_eq!(
+            split(PreTokenizer::Starcoder, "v12 x"),
+            ["v", "1", "2", " x"]
+        );
+    }
+
+    #[test]
+    fn falcon_and_default_split_punctuation_and_digit_triples() {
+        assert_eq!(
+            split(PreTokenizer::Falcon, "a,b 12345"),
+            ["a", ",", "b", " ", "123", "45"]
+        );
+        assert_eq!(split(PreTokenizer::Default, "x`y"), ["x", "`", "y"]);
+        assert_eq!(split(PreTokenizer::Default, "1234"), ["123", "4"]);
+    }
+
+    #[test]
+    fn deepseek_chains() {
+        assert_eq!(
+            split(PreTokenizer::DeepseekLlm, "Hi 中文\n12"),
+            ["Hi", " ", "中文", "\n", "12"]
+        );
+        // `=` is a symbol, not `\p{P}`: it stays in the gap with its spaces.
+        assert_eq!(
+            split(PreTokenizer::DeepseekCoder, "x = 10;"),
+            ["x", " = ", "1", "0", ";"]
+        );
+    }
+
+    #[test]
+    fn tekken_and_gpt4o_split_case_runs() {
+        assert_eq!(
+            split(PreTokenizer::Tekken, "HTTPServer isOK"),
+            ["HTTPServer", " is", "OK"]
+        );
+        assert_eq!(
+            split(PreTokenizer::Gpt4o, "we'll 12345"),
+            ["we'll", " ", "123", "45"]
+        );
+    }
+
+    #[test]
+    fn names_map_like_llama_cpp() {
+        assert_eq!(config_for("smollm").unwrap().pre, PreTokenizer::Starcoder);
+        assert!(!config_for("smollm").unwrap().clean_spaces);
+        assert!(config_for("llama-bpe").unwrap().ignore_merges);
+        assert!(config_for("llama-bpe").unwrap().add_bos);
+        assert_eq!(config_for("").unwrap().pre, PreTokenizer::Default);
+        assert_eq!(config_for("kimi-k2").unwrap_err(), true);
+        assert_eq!(config_for("no-such-thing").unwrap_err(), false);
+    }
+}

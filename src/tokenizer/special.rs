@@ -371,20 +371,40 @@ fn adjust_heap<T: Copy>(
 mod tests {
     use super::*;
 
+    /// Orders produced by g++ 12's `std::sort` (the compiler of the reference build) with
+    /// llama.cpp's "longer first" comparator, digested: (n, FNV-1a of the ids, first, second, last).
     #[test]
     fn sort_orders_like_std_sort() {
-        // Lengths sorted descending; the element order among equal lengths is what
-        // g++ 12-14's std::sort produced for this input (verified with a C++ program).
-        let lens: Vec<u32> = (0..200u32).map(|i| (i * 7919) % 13).collect();
-        let mut ids: Vec<u32> = (0..200).collect();
-        libstdcxx_sort(&mut ids, &|a: &u32, b: &u32| {
-            lens[*a as usize] > lens[*b as usize]
-        });
-        for w in ids.windows(2) {
-            assert!(lens[w[0] as usize] >= lens[w[1] as usize]);
+        let cases: [(u32, u64, u32, u32, u32); 4] = [
+            (200, 0x4b59a7f80f0a1109, 58, 97, 52),
+            (6421, 0xe6c0723bba6ca1fd, 3397, 631, 2244),
+            (40, 0x5708b53ec283742d, 32, 19, 39),
+            (17, 0xdab4d7343c8aad1f, 6, 12, 13),
+        ];
+        for (n, hash, first, second, last) in cases {
+            let lens: Vec<u32> = (0..n)
+                .map(|i| {
+                    if n == 6421 {
+                        (i.wrapping_mul(2654435761) >> 7) % 29
+                    } else {
+                        i.wrapping_mul(7919) % 13
+                    }
+                })
+                .collect();
+            let mut ids: Vec<u32> = (0..n).collect();
+            libstdcxx_sort(&mut ids, &|a: &u32, b: &u32| {
+                lens[*a as usize] > lens[*b as usize]
+            });
+            let mut h = 1469598103934665603u64;
+            for &x in &ids {
+                h ^= x as u64;
+                h = h.wrapping_mul(1099511628211);
+            }
+            assert_eq!(
+                (h, ids[0], ids[1], ids[n as usize - 1]),
+                (hash, first, second, last),
+                "n = {n}"
+            );
         }
-        let mut sorted = ids.clone();
-        sorted.sort();
-        assert_eq!(sorted, (0..200).collect::<Vec<_>>());
     }
 }
