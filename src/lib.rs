@@ -14,6 +14,7 @@ pub use error::{Error, Result};
 pub use gguf::{GgufFile, LoadOptions};
 pub use model::{Model, ModelConfig, ModelParams};
 pub use quant::GgmlType;
+pub use runtime::generate::{Control, GenerateParams, GenerateStats, StopReason};
 pub use runtime::{AbortHandle, Context, ContextParams, KvType};
 pub use sampling::{Sampler, SamplerParams};
-pub use tokenizer::Token;
+pub use tokenizer::{EncodeOptions, StreamDecoder, Token, TokenAttr, Tokenizer, TokenizerKind};

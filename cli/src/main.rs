@@ -5,7 +5,10 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod inspect;
+mod perplexity;
+mod run;
 mod sys;
+mod tokenize;
 
 #[derive(Parser)]
 #[command(
@@ -22,12 +25,21 @@ struct Cli {
 enum Command {
     /// Show a GGUF file's architecture, hyper-parameters, tokenizer and tensors.
     Inspect(inspect::Args),
+    /// Split text into a model's tokens, as llama.cpp's llama-tokenize does.
+    Tokenize(tokenize::Args),
+    /// Generate text from a prompt, streamed to stdout.
+    Run(run::Args),
+    /// Perplexity of a text file, computed as llama-perplexity does.
+    Perplexity(perplexity::Args),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Inspect(a) => inspect::run(a),
+        Command::Tokenize(a) => tokenize::run(a),
+        Command::Run(a) => run::run(a),
+        Command::Perplexity(a) => perplexity::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -15,6 +15,7 @@ pub use config::{Arch, ModelConfig};
 use crate::error::{Error, Result};
 use crate::gguf::{GgufFile, LoadOptions, Storage};
 use crate::kernels::ActFormat;
+use crate::tokenizer::Tokenizer;
 use ops::RopeTable;
 use weights::Weights;
 
@@ -46,6 +47,7 @@ pub(crate) struct ModelInner {
     pub max_act_row_bytes: usize,
     /// Identifies the model for saved states.
     pub fingerprint: u64,
+    pub tokenizer: Tokenizer,
 }
 
 /// A loaded model: immutable, cheap to clone, `Send + Sync`, shared by any number of
@@ -132,6 +134,17 @@ impl Model {
         }
         ops::warm_up();
         let fingerprint = fingerprint(&file);
+        let tokenizer = Tokenizer::from_gguf(&file)?;
+        if tokenizer.n_vocab() != config.n_vocab {
+            return Err(Error::meta(
+                "tokenizer.ggml.tokens",
+                format!(
+                    "{} tokens, but the model's output has {} rows",
+                    tokenizer.n_vocab(),
+                    config.n_vocab
+                ),
+            ));
+        }
         Ok(Model {
             inner: Arc::new(ModelInner {
                 rope: RopeTable::new(config.rope),
@@ -141,8 +154,14 @@ impl Model {
                 weights,
                 max_act_row_bytes,
                 fingerprint,
+                tokenizer,
             }),
         })
+    }
+
+    /// The model's tokenizer.
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.inner.tokenizer
     }
 
     pub fn config(&self) -> &ModelConfig {

@@ -5,5 +5,6 @@ pub mod kv;
 
 pub use context::{AbortHandle, Context, ContextParams};
 pub use kv::KvType;
+pub mod generate;
 pub mod perplexity;
 pub mod state;

@@ -1,0 +1,237 @@
+//! Byte-string interning and lookup tables built once at load: one arena for every token
+//! text (262k Gemma tokens are a few MB copied once, not 262k allocations) with an
+//! open-addressing index, and a map from adjacent symbol pairs to BPE merges.
+
+const EMPTY: u32 = u32::MAX;
+
+#[inline]
+pub(crate) fn hash_bytes(s: &[u8]) -> u64 {
+    const K: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut h = (s.len() as u64).wrapping_mul(K);
+    let mut chunks = s.chunks_exact(8);
+    for c in &mut chunks {
+        let w = u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
+        h = (h.rotate_left(23) ^ w).wrapping_mul(K);
+    }
+    let rest = chunks.remainder();
+    if !rest.is_empty() {
+        let mut buf = [0u8; 8];
+        buf[..rest.len()].copy_from_slice(rest);
+        h = (h.rotate_left(23) ^ u64::from_le_bytes(buf)).wrapping_mul(K);
+    }
+    h ^ (h >> 32)
+}
+
+/// Interned byte strings with ids in insertion order.
+pub(crate) struct StrTable {
+    arena: Vec<u8>,
+    /// `offsets[i]..offsets[i + 1]` is string `i`.
+    offsets: Vec<u32>,
+    /// (id, upper hash bits) per slot; a power-of-two count kept at most half full.
+    slots: Vec<(u32, u32)>,
+}
+
+impl StrTable {
+    pub(crate) fn with_capacity(n: usize, bytes: usize) -> StrTable {
+        let mut t = StrTable {
+            arena: Vec::with_capacity(bytes),
+            offsets: Vec::with_capacity(n + 1),
+            slots: Vec::new(),
+        };
+        t.offsets.push(0);
+        t.resize_slots((n * 2).next_power_of_two().max(16));
+        t
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.offsets.len() - 1
+    }
+
+    #[inline]
+    pub(crate) fn get(&self, id: u32) -> &[u8] {
+        let i = id as usize;
+        &self.arena[self.offsets[i] as usize..self.offsets[i + 1] as usize]
+    }
+
+    pub(crate) fn arena_bytes(&self) -> usize {
+        self.arena.len()
+    }
+
+    fn resize_slots(&mut self, n: usize) {
+        self.slots = vec![(EMPTY, 0); n];
+        for id in 0..self.len() as u32 {
+            let h = hash_bytes(self.get(id));
+            let mask = self.slots.len() - 1;
+            let mut i = h as usize & mask;
+            while self.slots[i].0 != EMPTY {
+                i = (i + 1) & mask;
+            }
+            self.slots[i] = (id, (h >> 32) as u32);
+        }
+    }
+
+    /// The id of `s`, if interned.
+    #[inline]
+    pub(crate) fn find(&self, s: &[u8]) -> Option<u32> {
+        let h = hash_bytes(s);
+        let tag = (h >> 32) as u32;
+        let mask = self.slots.len() - 1;
+        let mut i = h as usize & mask;
+        loop {
+            let (id, t) = self.slots[i];
+            if id == EMPTY {
+                return None;
+            }
+            if t == tag && self.get(id) == s {
+                return Some(id);
+            }
+            i = (i + 1) & mask;
+        }
+    }
+
+    /// Adds `s` and returns its id; `Err(existing id)` if it is already there. Fails with
+    /// `Ok(None)`-like `Err(u32::MAX)` only when the arena would exceed 4 GiB.
+    pub(crate) fn insert(&mut self, s: &[u8]) -> Result<u32, u32> {
+        if let Some(id) = self.find(s) {
+            return Err(id);
+        }
+        let end = self.arena.len() + s.len();
+        let Ok(end32) = u32::try_from(end) else {
+            return Err(EMPTY);
+        };
+        if (self.len() + 1) * 2 > self.slots.len() {
+            self.resize_slots(self.slots.len() * 2);
+        }
+        let id = self.len() as u32;
+        self.arena.extend_from_slice(s);
+        self.offsets.push(end32);
+        let h = hash_bytes(s);
+        let mask = self.slots.len() - 1;
+        let mut i = h as usize & mask;
+        while self.slots[i].0 != EMPTY {
+            i = (i + 1) & mask;
+        }
+        self.slots[i] = (id, (h >> 32) as u32);
+        Ok(id)
+    }
+
+    /// Interns `s`, returning its id whether new or not (`None` past 4 GiB of text).
+    pub(crate) fn intern(&mut self, s: &[u8]) -> Option<u32> {
+        match self.insert(s) {
+            Ok(id) => Some(id),
+            Err(EMPTY) => None,
+            Err(id) => Some(id),
+        }
+    }
+}
+
+/// BPE merges: (left symbol, right symbol) -> (rank, merged symbol).
+pub(crate) struct PairMap {
+    /// (key, rank, merged); key `u64::MAX` marks an empty slot.
+    slots: Vec<(u64, u32, u32)>,
+    len: usize,
+}
+
+#[inline]
+fn pair_key(a: u32, b: u32) -> u64 {
+    ((a as u64) << 32) | b as u64
+}
+
+#[inline]
+fn pair_slot(key: u64, mask: usize) -> usize {
+    (key.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 32) as usize & mask
+}
+
+impl PairMap {
+    pub(crate) fn with_capacity(n: usize) -> PairMap {
+        PairMap {
+            slots: vec![(u64::MAX, 0, 0); (n * 2).next_power_of_two().max(16)],
+            len: 0,
+        }
+    }
+
+    /// Inserts unless the pair is present: like `std::unordered_map::emplace`, the first
+    /// (lowest) rank of a duplicated merge wins.
+    pub(crate) fn insert_first(&mut self, a: u32, b: u32, rank: u32, merged: u32) {
+        if (self.len + 1) * 2 > self.slots.len() {
+            let old = std::mem::take(&mut self.slots);
+            self.slots = vec![(u64::MAX, 0, 0); old.len() * 2];
+            self.len = 0;
+            for (k, r, m) in old {
+                if k != u64::MAX {
+                    self.insert_first((k >> 32) as u32, k as u32, r, m);
+                }
+            }
+        }
+        let key = pair_key(a, b);
+        let mask = self.slots.len() - 1;
+        let mut i = pair_slot(key, mask);
+        loop {
+            let s = self.slots[i];
+            if s.0 == u64::MAX {
+                self.slots[i] = (key, rank, merged);
+                self.len += 1;
+                return;
+            }
+            if s.0 == key {
+                return;
+            }
+            i = (i + 1) & mask;
+        }
+    }
+
+    #[inline]
+    pub(crate) fn get(&self, a: u32, b: u32) -> Option<(u32, u32)> {
+        let key = pair_key(a, b);
+        let mask = self.slots.len() - 1;
+        let mut i = pair_slot(key, mask);
+        loop {
+            let s = self.slots[i];
+            if s.0 == key {
+                return Some((s.1, s.2));
+            }
+            if s.0 == u64::MAX {
+                return None;
+            }
+            i = (i + 1) & mask;
+        }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn str_table_interns_and_finds() {
+        let mut t = StrTable::with_capacity(2, 8);
+        assert_eq!(t.insert(b"ab"), Ok(0));
+        assert_eq!(t.insert(b""), Ok(1));
+        assert_eq!(t.insert(b"ab"), Err(0));
+        for i in 0..1000u32 {
+            let s = format!("tok{i}");
+            assert_eq!(t.intern(s.as_bytes()), Some(i + 2));
+        }
+        assert_eq!(t.find(b"tok999"), Some(1001));
+        assert_eq!(t.find(b""), Some(1));
+        assert_eq!(t.find(b"tok1000"), None);
+        assert_eq!(t.get(500), b"tok498");
+    }
+
+    #[test]
+    fn pair_map_keeps_first_rank() {
+        let mut m = PairMap::with_capacity(1);
+        for i in 0..100 {
+            m.insert_first(i, i + 1, i, 1000 + i);
+        }
+        m.insert_first(5, 6, 99, 7);
+        assert_eq!(m.get(5, 6), Some((5, 1005)));
+        assert_eq!(m.get(6, 5), None);
+        assert_eq!(m.len(), 100);
+    }
+}
