@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod bench;
 mod inspect;
 mod perplexity;
 mod run;
@@ -31,6 +32,8 @@ enum Command {
     Run(run::Args),
     /// Perplexity of a text file, computed as llama-perplexity does.
     Perplexity(perplexity::Args),
+    /// Prompt and generation speed, measured as llama-bench does.
+    Bench(bench::Args),
 }
 
 fn main() -> ExitCode {
@@ -40,6 +43,7 @@ fn main() -> ExitCode {
         Command::Tokenize(a) => tokenize::run(a),
         Command::Run(a) => run::run(a),
         Command::Perplexity(a) => perplexity::run(a),
+        Command::Bench(a) => bench::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -6,7 +6,6 @@ pub fn rss_bytes() -> Option<u64> {
 }
 
 /// Peak resident set size in bytes.
-#[allow(dead_code)]
 pub fn peak_rss_bytes() -> Option<u64> {
     proc_status_kib("VmHWM:").map(|k| k * 1024)
 }
