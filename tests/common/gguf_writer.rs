@@ -297,7 +297,11 @@ impl Gguf {
             let off = t.offset.unwrap_or(next);
             b.extend_from_slice(&off.to_le_bytes());
             rel_offsets.push(off);
-            next = (off + t.data.len() as u64).next_multiple_of(align);
+            next = off
+                .saturating_add(t.data.len() as u64)
+                .saturating_add(align - 1)
+                / align
+                * align;
         }
         let header_end = b.len();
         // Without tensors there is no data section to align, and leaving the padding out
