@@ -156,18 +156,20 @@ impl<'a> Cursor<'a> {
 /// How many entries to reserve in a Vec for a count read from the file. The count was
 /// checked against the minimum encoded size, but an entry takes more memory than its
 /// smallest encoding, so reserving the full count could still allocate several times the
-/// file size before the entries turn out to be missing. Reserving at most half the
-/// remaining bytes' worth keeps each up-front allocation below the file size; a genuine
-/// file past that bound simply grows the table as it is parsed.
+/// file size before the entries turn out to be missing. Reserving at most a quarter of the
+/// remaining bytes' worth (and for the name index below, about a third) keeps the up-front
+/// allocations together below the file size; a genuine file past that bound simply grows
+/// its tables as it is parsed.
 fn prealloc<T>(count: u64, remaining: u64) -> usize {
-    let per_entry = 2 * std::mem::size_of::<T>().max(1) as u64;
+    let per_entry = 4 * std::mem::size_of::<T>().max(1) as u64;
     usize::try_from(count.min(remaining / per_entry)).unwrap_or(0)
 }
 
 /// The same bound for a name index: a hash table holds up to 8/7 buckets per entry, rounded
-/// up to a power of two, each a (String, usize) plus a control byte.
+/// up to a power of two, each a (String, usize) plus a control byte: at most 76 bytes per
+/// reserved entry.
 fn prealloc_index(count: u64, remaining: u64) -> usize {
-    usize::try_from(count.min(remaining / 128)).unwrap_or(0)
+    usize::try_from(count.min(remaining / 256)).unwrap_or(0)
 }
 
 fn utf8<'a>(bytes: &'a [u8], field: &dyn Fn() -> String) -> Result<&'a str> {
