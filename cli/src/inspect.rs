@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use ember::gguf::{GgufFile, ValueType};
 
-use crate::sys::{fmt_bytes, rss_bytes};
+use crate::sys::{fmt_bytes, print_stdout, rss_bytes};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -19,6 +19,14 @@ pub struct Args {
     stats: bool,
 }
 
+/// Appends a line to the report (writing to a String cannot fail).
+macro_rules! outln {
+    ($o:expr, $($arg:tt)*) => {{
+        use std::fmt::Write as _;
+        let _ = writeln!($o, $($arg)*);
+    }};
+}
+
 pub fn run(a: Args) -> ember::Result<()> {
     let rss_before = rss_bytes();
     let t0 = Instant::now();
@@ -26,18 +34,22 @@ pub fn run(a: Args) -> ember::Result<()> {
     let open_time = t0.elapsed();
     let rss_after = rss_bytes();
 
+    // The report is built whole and written once, so a reader that stops early (`| head`)
+    // ends the output quietly instead of interrupting it halfway.
+    let mut o = String::new();
     let arch = f.str_opt("general.architecture")?.unwrap_or("(none)");
-    println!("file:          {}", a.file.display());
-    println!(
+    outln!(o, "file:          {}", a.file.display());
+    outln!(
+        o,
         "file size:     {} ({} bytes)",
         fmt_bytes(f.file_size()),
         f.file_size()
     );
-    println!("gguf version:  {}", f.version);
+    outln!(o, "gguf version:  {}", f.version);
     if let Some(name) = f.str_opt("general.name")? {
-        println!("name:          {name}");
+        outln!(o, "name:          {name}");
     }
-    println!("architecture:  {arch}");
+    outln!(o, "architecture:  {arch}");
     let prefix = format!("{arch}.");
     let mut hp: Vec<(&str, String)> = f
         .metadata()
@@ -52,13 +64,13 @@ pub fn run(a: Args) -> ember::Result<()> {
         .collect();
     hp.sort();
     if !hp.is_empty() {
-        println!("hyper-parameters:");
+        outln!(o, "hyper-parameters:");
         for (k, v) in hp {
-            println!("  {k:<40} {v}");
+            outln!(o, "  {k:<40} {v}");
         }
     }
     if let Some(ft) = f.u32_opt("general.file_type")? {
-        println!("file type:     {ft}");
+        outln!(o, "file type:     {ft}");
     }
     let tok_model = f.str_opt("tokenizer.ggml.model")?;
     let n_vocab = match f.array_opt("tokenizer.ggml.tokens")? {
@@ -71,14 +83,15 @@ pub fn run(a: Args) -> ember::Result<()> {
         Some(other) => other,
         None => "(none)",
     };
-    println!("tokenizer:     {kind}");
+    outln!(o, "tokenizer:     {kind}");
     if let Some(pre) = f.str_opt("tokenizer.ggml.pre")? {
-        println!("pre-tokenizer: {pre}");
+        outln!(o, "pre-tokenizer: {pre}");
     }
     if let Some(n) = n_vocab {
-        println!("vocab size:    {n}");
+        outln!(o, "vocab size:    {n}");
     }
-    println!(
+    outln!(
+        o,
         "chat template: {}",
         if f.contains("tokenizer.chat_template") {
             "present"
@@ -97,26 +110,34 @@ pub fn run(a: Args) -> ember::Result<()> {
     let types: Vec<String> = by_type.iter().map(|(n, c)| format!("{n} x{c}")).collect();
     let total: u64 = f.tensors().iter().map(|t| t.size).sum();
     let params: u64 = f.tensors().iter().map(|t| t.n_elements()).sum();
-    println!(
+    outln!(
+        o,
         "tensors:       {} ({})",
         f.tensors().len(),
         types.join(", ")
     );
-    println!("parameters:    {params}");
-    println!("tensor bytes:  {}", fmt_bytes(total));
-    println!(
+    outln!(o, "parameters:    {params}");
+    outln!(o, "tensor bytes:  {}", fmt_bytes(total));
+    outln!(
+        o,
         "metadata:      {} (header, key-values and tensor infos)",
         fmt_bytes(f.header_bytes)
     );
     if a.tensors {
-        println!();
-        println!(
+        o.push('\n');
+        outln!(
+            o,
             "{:<5} {:<40} {:<8} {:<28} {:>12}",
-            "#", "name", "type", "shape", "bytes"
+            "#",
+            "name",
+            "type",
+            "shape",
+            "bytes"
         );
         for (i, t) in f.tensors().iter().enumerate() {
             let shape: Vec<String> = t.shape().iter().map(|d| d.to_string()).collect();
-            println!(
+            outln!(
+                o,
                 "{:<5} {:<40} {:<8} {:<28} {:>12}",
                 i,
                 t.name,
@@ -127,16 +148,18 @@ pub fn run(a: Args) -> ember::Result<()> {
         }
     }
     if a.stats {
-        println!();
-        println!("open time:     {:.2} ms", open_time.as_secs_f64() * 1e3);
+        o.push('\n');
+        outln!(o, "open time:     {:.2} ms", open_time.as_secs_f64() * 1e3);
         match (rss_before, rss_after) {
             (Some(b), Some(after)) => {
-                println!(
+                outln!(
+                    o,
                     "resident:      {} after open ({} before)",
                     fmt_bytes(after),
                     fmt_bytes(b)
                 );
-                println!(
+                outln!(
+                    o,
                     "budget:        metadata + 8 MiB = {} -> {}",
                     fmt_bytes(f.header_bytes + 8 * 1024 * 1024),
                     if after < f.header_bytes + 8 * 1024 * 1024 {
@@ -146,8 +169,8 @@ pub fn run(a: Args) -> ember::Result<()> {
                     }
                 );
             }
-            _ => println!("resident:      unknown on this platform"),
+            _ => outln!(o, "resident:      unknown on this platform"),
         }
     }
-    Ok(())
+    print_stdout(&o)
 }

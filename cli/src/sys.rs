@@ -30,3 +30,17 @@ pub fn fmt_bytes(b: u64) -> String {
         format!("{:.1} KiB", b as f64 / 1024.0)
     }
 }
+
+/// Writes `text` to stdout. A closed pipe (`ember inspect ... | head`) is not an error: the
+/// reader has what it wanted.
+pub fn print_stdout(text: &str) -> ember::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(ember::Error::Io {
+            path: "stdout".into(),
+            source: e,
+        }),
+        _ => Ok(()),
+    }
+}

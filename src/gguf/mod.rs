@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 pub use storage::{LoadOptions, Storage};
-pub use value::{ArrayRef, ArrayView, Span, StringIter, Value, ValueType};
+pub use value::{ArrayIter, ArrayRef, ArrayView, Span, StringIter, Value, ValueType};
 
 use crate::error::{Error, Result};
 use crate::quant::GgmlType;
@@ -153,6 +153,25 @@ impl<'a> Cursor<'a> {
     }
 }
 
+/// How many entries to reserve in a Vec for a count read from the file. The count was
+/// checked against the minimum encoded size, but an entry takes more memory than its
+/// smallest encoding, so reserving the full count could still allocate several times the
+/// file size before the entries turn out to be missing. Reserving at most a quarter of the
+/// remaining bytes' worth (and for the name index below, about a third) keeps the up-front
+/// allocations together below the file size; a genuine file past that bound simply grows
+/// its tables as it is parsed.
+fn prealloc<T>(count: u64, remaining: u64) -> usize {
+    let per_entry = 4 * std::mem::size_of::<T>().max(1) as u64;
+    usize::try_from(count.min(remaining / per_entry)).unwrap_or(0)
+}
+
+/// The same bound for a name index: a hash table holds up to 8/7 buckets per entry, rounded
+/// up to a power of two, each a (String, usize) plus a control byte: at most 76 bytes per
+/// reserved entry.
+fn prealloc_index(count: u64, remaining: u64) -> usize {
+    usize::try_from(count.min(remaining / 256)).unwrap_or(0)
+}
+
 fn utf8<'a>(bytes: &'a [u8], field: &dyn Fn() -> String) -> Result<&'a str> {
     std::str::from_utf8(bytes).map_err(|e| {
         Error::gguf(
@@ -201,7 +220,8 @@ impl GgufFile {
                     "GGUF version 1 is not supported (only 2 and 3)",
                 ))
             }
-            v if v.swap_bytes() <= 3 => {
+            // A big-endian writer stores 2 or 3 as 0x02000000 or 0x03000000.
+            v if (1..=3).contains(&v.swap_bytes()) => {
                 return Err(Error::gguf(
                     "version",
                     "big-endian GGUF files are not supported",
@@ -241,8 +261,8 @@ impl GgufFile {
             ));
         }
 
-        let mut kvs = Vec::with_capacity(n_kv as usize);
-        let mut kv_index = HashMap::with_capacity(n_kv as usize);
+        let mut kvs = Vec::with_capacity(prealloc::<MetaKv>(n_kv, c.remaining()));
+        let mut kv_index = HashMap::with_capacity(prealloc_index(n_kv, c.remaining()));
         for i in 0..n_kv as usize {
             let kspan = c.string(&|| format!("metadata key #{i}"))?;
             let key = utf8(&buf[kspan.start..kspan.start + kspan.len], &|| {
@@ -299,8 +319,8 @@ impl GgufFile {
             rel: u64,
             size: u64,
         }
-        let mut raws = Vec::with_capacity(n_tensors as usize);
-        let mut tensor_index = HashMap::with_capacity(n_tensors as usize);
+        let mut raws = Vec::with_capacity(prealloc::<Raw>(n_tensors, c.remaining()));
+        let mut tensor_index = HashMap::with_capacity(prealloc_index(n_tensors, c.remaining()));
         for i in 0..n_tensors as usize {
             let nspan = c.string(&|| format!("tensor #{i} name"))?;
             let name = utf8(&buf[nspan.start..nspan.start + nspan.len], &|| {
@@ -471,10 +491,17 @@ impl GgufFile {
 
     /// The bytes of a tensor, in place in the file.
     pub fn tensor_data(&self, t: &TensorInfo) -> &[u8] {
-        // Bounds were checked at open; `get` keeps a forged TensorInfo from panicking.
-        self.bytes()
-            .get(t.offset as usize..(t.offset + t.size) as usize)
-            .unwrap_or(&[])
+        // Bounds were checked at open; a TensorInfo built by hand (its fields are public)
+        // gets an empty slice instead of a panic or an overflow.
+        let range = usize::try_from(t.offset).ok().zip(
+            t.offset
+                .checked_add(t.size)
+                .and_then(|e| usize::try_from(e).ok()),
+        );
+        match range {
+            Some((start, end)) => self.bytes().get(start..end).unwrap_or(&[]),
+            None => &[],
+        }
     }
 
     /// The raw value of a key.
@@ -486,8 +513,9 @@ impl GgufFile {
         self.kv_index.contains_key(key)
     }
 
-    fn require(&self, key: &str) -> Result<&Value> {
-        self.get(key).ok_or_else(|| Error::meta(key, "missing"))
+    fn require(&self, key: &str, what: &str) -> Result<&Value> {
+        self.get(key)
+            .ok_or_else(|| Error::meta(key, format!("missing (expected {what})")))
     }
 
     fn int_as<T: TryFrom<i128>>(&self, key: &str, what: &str) -> Result<Option<T>> {
@@ -516,13 +544,45 @@ impl GgufFile {
     }
 
     /// A signed 32-bit value (any integer type whose value fits).
+    pub fn i32(&self, key: &str) -> Result<i32> {
+        self.i32_opt(key)?
+            .ok_or_else(|| Error::meta(key, "missing (expected i32)"))
+    }
+
     pub fn i32_opt(&self, key: &str) -> Result<Option<i32>> {
         self.int_as::<i32>(key, "i32")
     }
 
+    /// An unsigned 64-bit value (any integer type whose value fits).
     pub fn u64(&self, key: &str) -> Result<u64> {
-        self.int_as::<u64>(key, "u64")?
+        self.u64_opt(key)?
             .ok_or_else(|| Error::meta(key, "missing (expected u64)"))
+    }
+
+    pub fn u64_opt(&self, key: &str) -> Result<Option<u64>> {
+        self.int_as::<u64>(key, "u64")
+    }
+
+    /// A signed 64-bit value (any integer type whose value fits).
+    pub fn i64(&self, key: &str) -> Result<i64> {
+        self.i64_opt(key)?
+            .ok_or_else(|| Error::meta(key, "missing (expected i64)"))
+    }
+
+    pub fn i64_opt(&self, key: &str) -> Result<Option<i64>> {
+        self.int_as::<i64>(key, "i64")
+    }
+
+    /// A double (f64, or f32 widened exactly).
+    pub fn f64(&self, key: &str) -> Result<f64> {
+        match self.require(key, "f64")? {
+            Value::F64(x) => Ok(*x),
+            Value::F32(x) => Ok(*x as f64),
+            v => Err(Error::meta(
+                key,
+                format!("expected f64, found {}", v.value_type().name()),
+            )),
+        }
     }
 
     /// A float (f32, or f64 narrowed).
@@ -543,6 +603,11 @@ impl GgufFile {
         }
     }
 
+    pub fn bool(&self, key: &str) -> Result<bool> {
+        self.bool_opt(key)?
+            .ok_or_else(|| Error::meta(key, "missing (expected bool)"))
+    }
+
     pub fn bool_opt(&self, key: &str) -> Result<Option<bool>> {
         match self.get(key) {
             None => Ok(None),
@@ -556,7 +621,7 @@ impl GgufFile {
 
     /// A string value.
     pub fn str(&self, key: &str) -> Result<&str> {
-        match self.require(key)? {
+        match self.require(key, "string")? {
             Value::Str(s) => self.span_str(key, *s),
             v => Err(Error::meta(
                 key,
@@ -585,7 +650,7 @@ impl GgufFile {
 
     /// An array value.
     pub fn array<'a>(&'a self, key: &'a str) -> Result<ArrayView<'a>> {
-        match self.require(key)? {
+        match self.require(key, "array")? {
             Value::Array(arr) => Ok(ArrayView {
                 key,
                 file: self.bytes(),

@@ -260,12 +260,126 @@ impl<'a> ArrayView<'a> {
         })
     }
 
+    /// An integer array as u64 (any integer element type whose values fit).
+    pub fn u64s(&self) -> Result<Vec<u64>> {
+        self.numbers("u64", |v| {
+            v.as_integer().and_then(|x| u64::try_from(x).ok())
+        })
+    }
+
+    /// An integer array as i64 (any integer element type whose values fit).
+    pub fn i64s(&self) -> Result<Vec<i64>> {
+        self.numbers("i64", |v| {
+            v.as_integer().and_then(|x| i64::try_from(x).ok())
+        })
+    }
+
+    /// A float array as f64 (f32 elements are widened exactly).
+    pub fn f64s(&self) -> Result<Vec<f64>> {
+        self.numbers("f64", |v| match v {
+            Value::F32(x) => Some(x as f64),
+            Value::F64(x) => Some(x),
+            _ => None,
+        })
+    }
+
     /// A bool array.
     pub fn bools(&self) -> Result<Vec<bool>> {
         self.numbers("bool", |v| match v {
             Value::Bool(b) => Some(b),
             _ => None,
         })
+    }
+
+    /// The elements of an array of arrays, each as its own view.
+    pub fn arrays(&self) -> Result<ArrayIter<'a>> {
+        self.expect("arrays", self.arr.elem == ValueType::Array)?;
+        Ok(ArrayIter {
+            key: self.key,
+            file: self.file,
+            pos: self.arr.bytes.start,
+            end: self.arr.bytes.start + self.arr.bytes.len,
+            left: self.arr.len,
+        })
+    }
+}
+
+/// Byte length of `n` encoded elements of type `elem` at the start of `b`, or `None` when
+/// they do not fit. Only used on arrays the parser already walked, so `None` means a bug,
+/// never a panic.
+fn encoded_len(b: &[u8], elem: ValueType, n: usize) -> Option<usize> {
+    if let Some(size) = elem.fixed_size() {
+        let len = n.checked_mul(size)?;
+        return (len <= b.len()).then_some(len);
+    }
+    let mut pos = 0usize;
+    for _ in 0..n {
+        match elem {
+            ValueType::String => {
+                let len = usize::try_from(u64::from_le_bytes(
+                    b.get(pos..pos.checked_add(8)?)?.try_into().ok()?,
+                ))
+                .ok()?;
+                pos = pos.checked_add(8)?.checked_add(len)?;
+            }
+            _ => {
+                let (inner, inner_n, header) = array_header(b.get(pos..)?)?;
+                pos = pos.checked_add(header)?.checked_add(encoded_len(
+                    b.get(pos + header..)?,
+                    inner,
+                    inner_n,
+                )?)?;
+            }
+        }
+        if pos > b.len() {
+            return None;
+        }
+    }
+    Some(pos)
+}
+
+/// Element type, element count and header length (12 bytes) of a nested array.
+fn array_header(b: &[u8]) -> Option<(ValueType, usize, usize)> {
+    let ty = u32::from_le_bytes(b.get(..4)?.try_into().ok()?);
+    let n = u64::from_le_bytes(b.get(4..12)?.try_into().ok()?);
+    Some((ValueType::from_id(ty)?, usize::try_from(n).ok()?, 12))
+}
+
+/// Iterates the elements of an array of arrays.
+pub struct ArrayIter<'a> {
+    key: &'a str,
+    file: &'a [u8],
+    pos: usize,
+    end: usize,
+    left: usize,
+}
+
+impl<'a> Iterator for ArrayIter<'a> {
+    type Item = ArrayView<'a>;
+
+    fn next(&mut self) -> Option<ArrayView<'a>> {
+        if self.left == 0 {
+            return None;
+        }
+        let b = self.file.get(self.pos..self.end)?;
+        let (elem, len, header) = array_header(b)?;
+        let body = encoded_len(b.get(header..)?, elem, len)?;
+        let start = self.pos + header;
+        self.pos = start + body;
+        self.left -= 1;
+        Some(ArrayView {
+            key: self.key,
+            file: self.file,
+            arr: ArrayRef {
+                elem,
+                len,
+                bytes: Span { start, len: body },
+            },
+        })
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (0, Some(self.left))
     }
 }
 
