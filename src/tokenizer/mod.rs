@@ -241,6 +241,9 @@ const EOG_TEXTS: &[&str] = &[
     "[e~[",
 ];
 
+/// Selects one id of [`SpecialTokens`], so metadata keys and detection rules can be tables.
+type SlotOf = fn(&mut SpecialTokens) -> &mut Option<Token>;
+
 const SPACE_ESCAPE: &[u8] = "\u{2581}".as_bytes();
 
 fn meta_err(key: &str, problem: impl std::fmt::Display) -> Error {
@@ -297,33 +300,43 @@ impl Tokenizer {
             .ok()
             .filter(|&n| n < i32::MAX as u32)
             .ok_or_else(|| meta_err("tokenizer.ggml.tokens", "too many tokens"))?;
-        let texts = tokens.strings()?;
-        let mut strings = StrTable::with_capacity(n, n * 8);
-        for (i, t) in texts.enumerate() {
-            let inserted = if t.is_empty() {
-                warnings.push(format!("empty token at index {i}"));
-                strings.insert(format!("[EMPTY_{i}]").as_bytes())
-            } else {
-                strings.insert(t)
-            };
-            match inserted {
-                Ok(_) => {}
-                Err(u32::MAX) => {
-                    return Err(meta_err(
-                        "tokenizer.ggml.tokens",
-                        "vocabulary text exceeds 4 GiB",
-                    ))
-                }
-                Err(first) => {
-                    return Err(meta_err(
-                        "tokenizer.ggml.tokens",
-                        format!(
-                        "token {i} duplicates token {first} (llama.cpp refuses such vocabularies)"
-                    ),
-                    ))
-                }
+        // llama.cpp renames empty tokens, then refuses duplicated texts.
+        let mut renamed: Vec<(usize, Vec<u8>)> = Vec::new();
+        let texts = tokens.strings()?.enumerate().map(|(i, t)| {
+            if t.is_empty() {
+                renamed.push((i, format!("[EMPTY_{i}]").into_bytes()));
             }
+            t
+        });
+        let owned: Vec<&[u8]> = texts.collect();
+        for (i, _) in &renamed {
+            warnings.push(format!("empty token at index {i}"));
         }
+        let all = owned.iter().enumerate().map(|(i, &t)| {
+            if t.is_empty() {
+                renamed
+                    .iter()
+                    .find(|(j, _)| *j == i)
+                    .map_or(t, |(_, r)| r.as_slice())
+            } else {
+                t
+            }
+        });
+        let mut strings = match StrTable::from_strings(all, n) {
+            Ok(s) => s,
+            Err((u32::MAX, _)) => {
+                return Err(meta_err(
+                    "tokenizer.ggml.tokens",
+                    "vocabulary text exceeds 4 GiB",
+                ))
+            }
+            Err((a, b)) => {
+                return Err(meta_err(
+                    "tokenizer.ggml.tokens",
+                    format!("token {b} duplicates token {a} (llama.cpp refuses such vocabularies)"),
+                ))
+            }
+        };
         if strings.len() != n {
             return Err(meta_err(
                 "tokenizer.ggml.tokens",
@@ -404,12 +417,12 @@ impl Tokenizer {
                 sp.eos = Some(11);
                 let cfg = match pretokenize::config_for(&pre_name) {
                     Ok(c) => c,
-                    Err(true) => {
+                    Err(pretokenize::PreError::Unimplemented) => {
                         return Err(Error::Unsupported(format!(
                         "pre-tokenizer '{pre_name}' (known to llama.cpp, not implemented in ember)"
                     )))
                     }
-                    Err(false) => {
+                    Err(pretokenize::PreError::Unknown) => {
                         return Err(Error::Unsupported(format!(
                             "unknown pre-tokenizer type '{pre_name}' (llama.cpp refuses it too)"
                         )))
@@ -437,7 +450,7 @@ impl Tokenizer {
 
         // Special token ids from metadata.
         {
-            let slots: [(&str, fn(&mut SpecialTokens) -> &mut Option<Token>); 17] = [
+            let slots: [(&str, SlotOf); 17] = [
                 ("tokenizer.ggml.bos_token_id", |s| &mut s.bos),
                 ("tokenizer.ggml.eos_token_id", |s| &mut s.eos),
                 ("tokenizer.ggml.eot_token_id", |s| &mut s.eot),
@@ -492,7 +505,7 @@ impl Tokenizer {
         };
         // "Looks like" detection for ids the file does not give.
         {
-            let detect: [(&[&str], fn(&mut SpecialTokens) -> &mut Option<Token>); 8] = [
+            let detect: [(&[&str], SlotOf); 8] = [
                 (EOT_TEXTS, |s| &mut s.eot),
                 (EOM_TEXTS, |s| &mut s.eom),
                 (FIM_PRE_TEXTS, |s| &mut s.fim_pre),
@@ -513,11 +526,9 @@ impl Tokenizer {
             }
         }
         // Control tokens named "unused" are unused.
+        let unused = memchr::memmem::Finder::new(b"unused");
         for (t, a) in attrs.iter_mut().enumerate() {
-            if a.is_control()
-                && !a.is_unused()
-                && memchr::memmem::find(strings.get(t as u32), b"unused").is_some()
-            {
+            if a.is_control() && !a.is_unused() && unused.find(strings.get(t as u32)).is_some() {
                 *a = *a | TokenAttr::UNUSED;
             }
         }
@@ -550,8 +561,7 @@ impl Tokenizer {
         {
             let has = |s: &str| find(s).is_some_and(|t| eog.binary_search(&t).is_ok());
             let call = has("<|call|>") || has("<|calls|>");
-            let drop_end =
-                has("<|end|>") && ((has("<|return|>") && call) || (call && has("<|flush|>")));
+            let drop_end = has("<|end|>") && call && (has("<|return|>") || has("<|flush|>"));
             let drop_s = has("</s>") && (has("<|tool_response>") || has("<|plamo:eos|>"));
             if let (true, Some(end)) = (drop_end, find("<|end|>")) {
                 eog.retain(|&t| t != end);
@@ -1038,16 +1048,18 @@ fn escape_spaces(text: &[u8], out: &mut Vec<u8>) {
 }
 
 fn unescape_spaces(text: &[u8], out: &mut Vec<u8>) {
-    let mut i = 0;
-    while i < text.len() {
-        if text[i..].starts_with(SPACE_ESCAPE) {
+    let mut rest = text;
+    while let Some(i) = memchr::memchr(SPACE_ESCAPE[0], rest) {
+        if rest[i..].starts_with(SPACE_ESCAPE) {
+            out.extend_from_slice(&rest[..i]);
             out.push(b' ');
-            i += SPACE_ESCAPE.len();
+            rest = &rest[i + SPACE_ESCAPE.len()..];
         } else {
-            out.push(text[i]);
-            i += 1;
+            out.extend_from_slice(&rest[..=i]);
+            rest = &rest[i + 1..];
         }
     }
+    out.extend_from_slice(rest);
 }
 
 /// llama.cpp's `llama_decode_text`: GPT-2 characters back to bytes, with its marker for

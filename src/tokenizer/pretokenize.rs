@@ -122,9 +122,17 @@ pub(crate) struct PreConfig {
     pub no_bos: bool,
 }
 
-/// Maps `tokenizer.ggml.pre` as llama.cpp's vocabulary loader does. `Err(true)` for names
-/// llama.cpp knows but ember does not implement, `Err(false)` for names llama.cpp rejects.
-pub(crate) fn config_for(name: &str) -> Result<PreConfig, bool> {
+/// Why a `tokenizer.ggml.pre` value cannot be used.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum PreError {
+    /// llama.cpp knows it, ember does not implement it.
+    Unimplemented,
+    /// llama.cpp rejects it too.
+    Unknown,
+}
+
+/// Maps `tokenizer.ggml.pre` as llama.cpp's vocabulary loader does.
+pub(crate) fn config_for(name: &str) -> Result<PreConfig, PreError> {
     use PreTokenizer as P;
     let c = |pre, clean_spaces| PreConfig {
         pre,
@@ -203,8 +211,8 @@ pub(crate) fn config_for(name: &str) -> Result<PreConfig, bool> {
         | "ufakzeka"
         | "afmoe"
         | "laguna"
-        | "minimax-m2" => return Err(true),
-        _ => return Err(false),
+        | "minimax-m2" => return Err(PreError::Unimplemented),
+        _ => return Err(PreError::Unknown),
     })
 }
 
@@ -1042,7 +1050,7 @@ mod tests {
         assert!(config_for("llama-bpe").unwrap().ignore_merges);
         assert!(config_for("llama-bpe").unwrap().add_bos);
         assert_eq!(config_for("").unwrap().pre, PreTokenizer::Default);
-        assert_eq!(config_for("kimi-k2").unwrap_err(), true);
-        assert_eq!(config_for("no-such-thing").unwrap_err(), false);
+        assert_eq!(config_for("kimi-k2").unwrap_err(), PreError::Unimplemented);
+        assert_eq!(config_for("no-such-thing").unwrap_err(), PreError::Unknown);
     }
 }
