@@ -26,7 +26,7 @@ use pretokenize::Splitter;
 use special::{Fragment, PartitionInput, PartitionScratch, SpecialIndex};
 use spm::{SpmModel, SpmScratch};
 pub use stream::StreamDecoder;
-use vocab::{PairMap, StrTable};
+use vocab::{BytesMap, PairMap, StrTable};
 
 /// A token id.
 pub type Token = u32;
@@ -148,6 +148,10 @@ pub struct Tokenizer {
     byte_char: [u32; 256],
     /// SentencePiece byte fallback: the token for each byte (`<0xXX>`, else the raw byte).
     byte_token: [Option<u32>; 256],
+    /// SentencePiece tokens in which U+2581 follows another character: the only tokens
+    /// whose merges can cross a word boundary. `None` when there are too many to track,
+    /// which turns off per-word caching.
+    crossing: Option<Vec<Token>>,
     warnings: Vec<String>,
 }
 
@@ -727,6 +731,15 @@ impl Tokenizer {
             }
         }
 
+        let crossing = match kind {
+            TokenizerKind::SentencePiece => {
+                let c: Vec<Token> = (0..n_vocab)
+                    .filter(|&t| crosses_word_boundary(strings.get(t)))
+                    .collect();
+                (c.len() <= MAX_CROSSING).then_some(c)
+            }
+            TokenizerKind::Gpt2Bpe => None,
+        };
         let special_index = SpecialIndex::new(order, |t| strings.get(t).to_vec());
         Ok(Tokenizer {
             kind,
@@ -748,6 +761,7 @@ impl Tokenizer {
             bpe,
             byte_char,
             byte_token,
+            crossing,
             warnings,
         })
     }
@@ -917,6 +931,7 @@ impl Tokenizer {
                 };
                 let mut sc = SpmScratch::default();
                 let mut buf = Vec::new();
+                let mut cache = WordCache::default();
                 let mut prev_special = true;
                 for frag in &frags {
                     match *frag {
@@ -926,11 +941,7 @@ impl Tokenizer {
                                 buf.extend_from_slice(SPACE_ESCAPE);
                             }
                             escape_spaces(&bytes[start..end], &mut buf);
-                            model.encode(&buf, &mut sc, &mut out).map_err(|b| {
-                                Error::Unsupported(format!(
-                                    "the vocabulary has no token for byte 0x{b:02X}"
-                                ))
-                            })?;
+                            self.encode_spm(&model, &buf, &mut sc, &mut cache, &mut out)?;
                             prev_special = false;
                         }
                         Fragment::Token(t) => {
@@ -946,6 +957,9 @@ impl Tokenizer {
                 };
                 let mut splitter = Splitter::default();
                 let mut sc = BpeScratch::default();
+                // Words repeat: remember the tokens of short ones for this call.
+                let mut cache: BytesMap<'_, (u32, u32)> = BytesMap::default();
+                let mut cached: Vec<Token> = Vec::new();
                 for frag in &frags {
                     match *frag {
                         Fragment::Text { start, end } => {
@@ -956,7 +970,25 @@ impl Tokenizer {
                                     )
                                 })?;
                             out.reserve(words.len());
-                            for w in words.iter() {
+                            for (ws, we) in words.ranges() {
+                                let w = &words.source[ws..we];
+                                if words.reencoded || w.len() > CACHED_WORD {
+                                    bpe.encode_word(
+                                        &self.strings,
+                                        self.n_vocab,
+                                        &self.byte_char,
+                                        w,
+                                        &mut sc,
+                                        &mut out,
+                                    );
+                                    continue;
+                                }
+                                let key = &bytes[start + ws..start + we];
+                                if let Some(&(a, b)) = cache.get(key) {
+                                    out.extend_from_slice(&cached[a as usize..b as usize]);
+                                    continue;
+                                }
+                                let from = out.len();
                                 bpe.encode_word(
                                     &self.strings,
                                     self.n_vocab,
@@ -965,6 +997,9 @@ impl Tokenizer {
                                     &mut sc,
                                     &mut out,
                                 );
+                                let a = cached.len() as u32;
+                                cached.extend_from_slice(&out[from..]);
+                                cache.insert(key, (a, cached.len() as u32));
                             }
                         }
                         Fragment::Token(t) => out.push(t),
@@ -1030,6 +1065,93 @@ impl Tokenizer {
     }
 }
 
+/// Words up to this many bytes are cached per encode call.
+const CACHED_WORD: usize = 48;
+/// More "crossing" SentencePiece tokens than this and words are not cached.
+const MAX_CROSSING: usize = 64;
+
+/// Whether a SentencePiece token has U+2581 right after a character that is not U+2581.
+fn crosses_word_boundary(text: &[u8]) -> bool {
+    // Vocabulary entries are short: a plain scan beats setting up a SIMD search per token.
+    (1..text.len()).any(|i| {
+        text[i] == SPACE_ESCAPE[0]
+            && text[i..].starts_with(SPACE_ESCAPE)
+            && !text[..i].ends_with(SPACE_ESCAPE)
+    })
+}
+
+/// Per-call cache of SentencePiece segments: owned keys (the escaped text is rebuilt per
+/// fragment), tokens in one arena.
+#[derive(Default)]
+struct WordCache {
+    map: std::collections::HashMap<
+        Vec<u8>,
+        (u32, u32),
+        std::hash::BuildHasherDefault<vocab::BytesHasher>,
+    >,
+    tokens: Vec<Token>,
+    unsafe_at: Vec<usize>,
+}
+
+impl Tokenizer {
+    /// SentencePiece over one escaped fragment. Merges only join pieces that are tokens, so
+    /// a position before U+2581 that follows another character can only be merged across
+    /// by a "crossing" token occurring there; every other such position splits the text
+    /// into segments that merge independently, and repeated segments are looked up.
+    fn encode_spm(
+        &self,
+        model: &SpmModel,
+        buf: &[u8],
+        sc: &mut SpmScratch,
+        cache: &mut WordCache,
+        out: &mut Vec<Token>,
+    ) -> Result<()> {
+        let fail =
+            |b: u8| Error::Unsupported(format!("the vocabulary has no token for byte 0x{b:02X}"));
+        let Some(crossing) = &self.crossing else {
+            return model.encode(buf, sc, out).map_err(fail);
+        };
+        cache.unsafe_at.clear();
+        for &t in crossing {
+            let text = self.strings.get(t);
+            for m in memchr::memmem::find_iter(buf, text) {
+                cache.unsafe_at.extend(m + 1..m + text.len());
+            }
+        }
+        cache.unsafe_at.sort_unstable();
+        let mut seg_start = 0;
+        let mut emit = |seg: &[u8], cache: &mut WordCache, out: &mut Vec<Token>| -> Result<()> {
+            if seg.len() > CACHED_WORD {
+                return model.encode(seg, sc, out).map_err(fail);
+            }
+            if let Some(&(a, b)) = cache.map.get(seg) {
+                out.extend_from_slice(&cache.tokens[a as usize..b as usize]);
+                return Ok(());
+            }
+            let from = out.len();
+            model.encode(seg, sc, out).map_err(fail)?;
+            let a = cache.tokens.len() as u32;
+            cache.tokens.extend_from_slice(&out[from..]);
+            cache
+                .map
+                .insert(seg.to_vec(), (a, cache.tokens.len() as u32));
+            Ok(())
+        };
+        for i in memchr::memchr_iter(SPACE_ESCAPE[0], buf) {
+            if i == 0
+                || !buf[i..].starts_with(SPACE_ESCAPE)
+                || buf[..i].ends_with(SPACE_ESCAPE)
+                || cache.unsafe_at.binary_search(&i).is_ok()
+            {
+                continue;
+            }
+            emit(&buf[seg_start..i], cache, out)?;
+            seg_start = i;
+        }
+        emit(&buf[seg_start..], cache, out)
+    }
+}
+
 fn utf8(bytes: &[u8]) -> Result<&str> {
     std::str::from_utf8(bytes).map_err(|e| Error::InvalidUtf8 {
         what: "text",
@@ -1048,18 +1170,16 @@ fn escape_spaces(text: &[u8], out: &mut Vec<u8>) {
 }
 
 fn unescape_spaces(text: &[u8], out: &mut Vec<u8>) {
-    let mut rest = text;
-    while let Some(i) = memchr::memchr(SPACE_ESCAPE[0], rest) {
-        if rest[i..].starts_with(SPACE_ESCAPE) {
-            out.extend_from_slice(&rest[..i]);
+    let mut i = 0;
+    while i < text.len() {
+        if text[i] == SPACE_ESCAPE[0] && text[i..].starts_with(SPACE_ESCAPE) {
             out.push(b' ');
-            rest = &rest[i + SPACE_ESCAPE.len()..];
+            i += SPACE_ESCAPE.len();
         } else {
-            out.extend_from_slice(&rest[..=i]);
-            rest = &rest[i + 1..];
+            out.push(text[i]);
+            i += 1;
         }
     }
-    out.extend_from_slice(rest);
 }
 
 /// llama.cpp's `llama_decode_text`: GPT-2 characters back to bytes, with its marker for

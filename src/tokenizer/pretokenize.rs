@@ -235,11 +235,24 @@ pub(crate) struct Splitter {
 /// The words of a split: byte ranges into either the original text or a re-encoding.
 pub(crate) struct Words<'a> {
     pub source: &'a [u8],
+    /// `source` is a re-encoding, not the text that was split.
+    pub reencoded: bool,
     offs: &'a [u32],
     chunks: &'a [u32],
 }
 
 impl<'a> Words<'a> {
+    /// The words as byte ranges of `source`.
+    pub(crate) fn ranges(&self) -> impl Iterator<Item = (usize, usize)> + '_ {
+        let mut at = 0usize;
+        self.chunks.iter().map(move |&n| {
+            let (s, e) = (at, at + n as usize);
+            at = e;
+            (self.offs[s] as usize, self.offs[e] as usize)
+        })
+    }
+
+    #[cfg(test)]
     pub(crate) fn iter(&self) -> impl Iterator<Item = &'a [u8]> + '_ {
         let mut at = 0usize;
         self.chunks.iter().map(move |&n| {
@@ -304,6 +317,7 @@ impl Splitter {
         }
         Some(Words {
             source: if valid { text } else { &self.reencoded },
+            reencoded: !valid,
             offs: &self.offs,
             chunks: &self.chunks,
         })

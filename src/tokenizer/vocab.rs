@@ -33,6 +33,25 @@ fn fmix64(mut h: u64) -> u64 {
     h ^ (h >> 33)
 }
 
+/// A `Hasher` for byte-string keys of per-call caches, using [`hash_bytes`].
+#[derive(Default)]
+pub(crate) struct BytesHasher(u64);
+
+impl std::hash::Hasher for BytesHasher {
+    fn write(&mut self, b: &[u8]) {
+        self.0 = self.0.rotate_left(17) ^ hash_bytes(b);
+    }
+    fn write_usize(&mut self, n: usize) {
+        self.0 = self.0.rotate_left(17) ^ n as u64;
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+pub(crate) type BytesMap<'a, V> =
+    std::collections::HashMap<&'a [u8], V, std::hash::BuildHasherDefault<BytesHasher>>;
+
 /// Interned byte strings with ids in insertion order.
 pub(crate) struct StrTable {
     arena: Vec<u8>,
