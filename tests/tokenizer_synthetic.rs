@@ -389,3 +389,26 @@ fn eog_detection_by_text() {
     assert_eq!(tok.eog_tokens(), &[2, 3, 4]);
     assert!(tok.is_eog(4) && !tok.is_eog(5));
 }
+
+#[test]
+fn empty_tokens_are_renamed_and_tokenizer_is_shareable() {
+    fn shareable<T: Send + Sync>() {}
+    shareable::<Tokenizer>();
+    let tok = Gguf::default()
+        .str("tokenizer.ggml.model", "llama")
+        .strs(
+            "tokenizer.ggml.tokens",
+            &[b"<unk>".to_vec(), b"".to_vec(), b"x".to_vec(), b"".to_vec()],
+        )
+        .tokenizer()
+        .unwrap();
+    assert_eq!(tok.token_text(1).unwrap(), b"[EMPTY_1]");
+    assert_eq!(tok.token_text(3).unwrap(), b"[EMPTY_3]");
+    assert_eq!(
+        tok.warnings()
+            .iter()
+            .filter(|w| w.contains("empty token"))
+            .count(),
+        2
+    );
+}

@@ -316,12 +316,11 @@ impl Tokenizer {
         for (i, _) in &renamed {
             warnings.push(format!("empty token at index {i}"));
         }
-        let all = owned.iter().enumerate().map(|(i, &t)| {
+        // Empty tokens meet their replacements in order.
+        let mut next_renamed = renamed.iter();
+        let all = owned.iter().map(|&t| {
             if t.is_empty() {
-                renamed
-                    .iter()
-                    .find(|(j, _)| *j == i)
-                    .map_or(t, |(_, r)| r.as_slice())
+                next_renamed.next().map_or(t, |(_, r)| r.as_slice())
             } else {
                 t
             }
