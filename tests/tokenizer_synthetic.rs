@@ -412,3 +412,24 @@ fn empty_tokens_are_renamed_and_tokenizer_is_shareable() {
         2
     );
 }
+
+#[test]
+fn sentencepiece_pieces_spanning_spaces_even_overlapping() {
+    // "x▁x" spans a word boundary; in "x x x" its occurrences overlap, and the second one
+    // must still be found: llama.cpp merges over the whole text, ember per safe segment.
+    let tok = spm(&[("x x", 5.0), (" x", 1.0), ("x", 0.5)], Some(false));
+    let id = |s: &str| {
+        tok.text_to_token(s.replace(' ', "\u{2581}").as_bytes())
+            .unwrap()
+    };
+    // Highest score first: the leftmost "x▁x" wins, leaving "▁x".
+    assert_eq!(
+        tok.encode("x x x", false, false).unwrap(),
+        vec![id("x x"), id(" x")]
+    );
+    assert_eq!(
+        tok.encode("y x x", false, false).unwrap()[1..],
+        [id(" x"), id(" x")]
+    );
+    assert_eq!(tok.encode("yx x", false, false).unwrap()[1..], [id("x x")]);
+}

@@ -1113,8 +1113,12 @@ impl Tokenizer {
         cache.unsafe_at.clear();
         for &t in crossing {
             let text = self.strings.get(t);
-            for m in memchr::memmem::find_iter(buf, text) {
+            let finder = memchr::memmem::Finder::new(text);
+            // Overlapping occurrences count too, so search again one byte after each.
+            let mut from = 0;
+            while let Some(m) = finder.find(&buf[from..]).map(|m| m + from) {
                 cache.unsafe_at.extend(m + 1..m + text.len());
+                from = m + 1;
             }
         }
         cache.unsafe_at.sort_unstable();
