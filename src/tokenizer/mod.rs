@@ -26,7 +26,7 @@ use pretokenize::Splitter;
 use special::{Fragment, PartitionInput, PartitionScratch, SpecialIndex};
 use spm::{SpmModel, SpmScratch};
 pub use stream::StreamDecoder;
-use vocab::{PairMap, StrTable};
+use vocab::{BytesMap, PairMap, StrTable};
 
 /// A token id.
 pub type Token = u32;
@@ -148,6 +148,10 @@ pub struct Tokenizer {
     byte_char: [u32; 256],
     /// SentencePiece byte fallback: the token for each byte (`<0xXX>`, else the raw byte).
     byte_token: [Option<u32>; 256],
+    /// SentencePiece tokens in which U+2581 follows another character: the only tokens
+    /// whose merges can cross a word boundary. `None` when there are too many to track,
+    /// which turns off per-word caching.
+    crossing: Option<Vec<Token>>,
     warnings: Vec<String>,
 }
 
@@ -241,6 +245,9 @@ const EOG_TEXTS: &[&str] = &[
     "[e~[",
 ];
 
+/// Selects one id of [`SpecialTokens`], so metadata keys and detection rules can be tables.
+type SlotOf = fn(&mut SpecialTokens) -> &mut Option<Token>;
+
 const SPACE_ESCAPE: &[u8] = "\u{2581}".as_bytes();
 
 fn meta_err(key: &str, problem: impl std::fmt::Display) -> Error {
@@ -297,33 +304,42 @@ impl Tokenizer {
             .ok()
             .filter(|&n| n < i32::MAX as u32)
             .ok_or_else(|| meta_err("tokenizer.ggml.tokens", "too many tokens"))?;
-        let texts = tokens.strings()?;
-        let mut strings = StrTable::with_capacity(n, n * 8);
-        for (i, t) in texts.enumerate() {
-            let inserted = if t.is_empty() {
-                warnings.push(format!("empty token at index {i}"));
-                strings.insert(format!("[EMPTY_{i}]").as_bytes())
-            } else {
-                strings.insert(t)
-            };
-            match inserted {
-                Ok(_) => {}
-                Err(u32::MAX) => {
-                    return Err(meta_err(
-                        "tokenizer.ggml.tokens",
-                        "vocabulary text exceeds 4 GiB",
-                    ))
-                }
-                Err(first) => {
-                    return Err(meta_err(
-                        "tokenizer.ggml.tokens",
-                        format!(
-                        "token {i} duplicates token {first} (llama.cpp refuses such vocabularies)"
-                    ),
-                    ))
-                }
+        // llama.cpp renames empty tokens, then refuses duplicated texts.
+        let mut renamed: Vec<(usize, Vec<u8>)> = Vec::new();
+        let texts = tokens.strings()?.enumerate().map(|(i, t)| {
+            if t.is_empty() {
+                renamed.push((i, format!("[EMPTY_{i}]").into_bytes()));
             }
+            t
+        });
+        let owned: Vec<&[u8]> = texts.collect();
+        for (i, _) in &renamed {
+            warnings.push(format!("empty token at index {i}"));
         }
+        // Empty tokens meet their replacements in order.
+        let mut next_renamed = renamed.iter();
+        let all = owned.iter().map(|&t| {
+            if t.is_empty() {
+                next_renamed.next().map_or(t, |(_, r)| r.as_slice())
+            } else {
+                t
+            }
+        });
+        let mut strings = match StrTable::from_strings(all, n) {
+            Ok(s) => s,
+            Err((u32::MAX, _)) => {
+                return Err(meta_err(
+                    "tokenizer.ggml.tokens",
+                    "vocabulary text exceeds 4 GiB",
+                ))
+            }
+            Err((a, b)) => {
+                return Err(meta_err(
+                    "tokenizer.ggml.tokens",
+                    format!("token {b} duplicates token {a} (llama.cpp refuses such vocabularies)"),
+                ))
+            }
+        };
         if strings.len() != n {
             return Err(meta_err(
                 "tokenizer.ggml.tokens",
@@ -404,12 +420,12 @@ impl Tokenizer {
                 sp.eos = Some(11);
                 let cfg = match pretokenize::config_for(&pre_name) {
                     Ok(c) => c,
-                    Err(true) => {
+                    Err(pretokenize::PreError::Unimplemented) => {
                         return Err(Error::Unsupported(format!(
                         "pre-tokenizer '{pre_name}' (known to llama.cpp, not implemented in ember)"
                     )))
                     }
-                    Err(false) => {
+                    Err(pretokenize::PreError::Unknown) => {
                         return Err(Error::Unsupported(format!(
                             "unknown pre-tokenizer type '{pre_name}' (llama.cpp refuses it too)"
                         )))
@@ -437,7 +453,7 @@ impl Tokenizer {
 
         // Special token ids from metadata.
         {
-            let slots: [(&str, fn(&mut SpecialTokens) -> &mut Option<Token>); 17] = [
+            let slots: [(&str, SlotOf); 17] = [
                 ("tokenizer.ggml.bos_token_id", |s| &mut s.bos),
                 ("tokenizer.ggml.eos_token_id", |s| &mut s.eos),
                 ("tokenizer.ggml.eot_token_id", |s| &mut s.eot),
@@ -492,7 +508,7 @@ impl Tokenizer {
         };
         // "Looks like" detection for ids the file does not give.
         {
-            let detect: [(&[&str], fn(&mut SpecialTokens) -> &mut Option<Token>); 8] = [
+            let detect: [(&[&str], SlotOf); 8] = [
                 (EOT_TEXTS, |s| &mut s.eot),
                 (EOM_TEXTS, |s| &mut s.eom),
                 (FIM_PRE_TEXTS, |s| &mut s.fim_pre),
@@ -513,11 +529,9 @@ impl Tokenizer {
             }
         }
         // Control tokens named "unused" are unused.
+        let unused = memchr::memmem::Finder::new(b"unused");
         for (t, a) in attrs.iter_mut().enumerate() {
-            if a.is_control()
-                && !a.is_unused()
-                && memchr::memmem::find(strings.get(t as u32), b"unused").is_some()
-            {
+            if a.is_control() && !a.is_unused() && unused.find(strings.get(t as u32)).is_some() {
                 *a = *a | TokenAttr::UNUSED;
             }
         }
@@ -550,8 +564,7 @@ impl Tokenizer {
         {
             let has = |s: &str| find(s).is_some_and(|t| eog.binary_search(&t).is_ok());
             let call = has("<|call|>") || has("<|calls|>");
-            let drop_end =
-                has("<|end|>") && ((has("<|return|>") && call) || (call && has("<|flush|>")));
+            let drop_end = has("<|end|>") && call && (has("<|return|>") || has("<|flush|>"));
             let drop_s = has("</s>") && (has("<|tool_response>") || has("<|plamo:eos|>"));
             if let (true, Some(end)) = (drop_end, find("<|end|>")) {
                 eog.retain(|&t| t != end);
@@ -717,6 +730,15 @@ impl Tokenizer {
             }
         }
 
+        let crossing = match kind {
+            TokenizerKind::SentencePiece => {
+                let c: Vec<Token> = (0..n_vocab)
+                    .filter(|&t| crosses_word_boundary(strings.get(t)))
+                    .collect();
+                (c.len() <= MAX_CROSSING).then_some(c)
+            }
+            TokenizerKind::Gpt2Bpe => None,
+        };
         let special_index = SpecialIndex::new(order, |t| strings.get(t).to_vec());
         Ok(Tokenizer {
             kind,
@@ -738,6 +760,7 @@ impl Tokenizer {
             bpe,
             byte_char,
             byte_token,
+            crossing,
             warnings,
         })
     }
@@ -907,6 +930,7 @@ impl Tokenizer {
                 };
                 let mut sc = SpmScratch::default();
                 let mut buf = Vec::new();
+                let mut cache = WordCache::default();
                 let mut prev_special = true;
                 for frag in &frags {
                     match *frag {
@@ -916,11 +940,7 @@ impl Tokenizer {
                                 buf.extend_from_slice(SPACE_ESCAPE);
                             }
                             escape_spaces(&bytes[start..end], &mut buf);
-                            model.encode(&buf, &mut sc, &mut out).map_err(|b| {
-                                Error::Unsupported(format!(
-                                    "the vocabulary has no token for byte 0x{b:02X}"
-                                ))
-                            })?;
+                            self.encode_spm(&model, &buf, &mut sc, &mut cache, &mut out)?;
                             prev_special = false;
                         }
                         Fragment::Token(t) => {
@@ -936,6 +956,9 @@ impl Tokenizer {
                 };
                 let mut splitter = Splitter::default();
                 let mut sc = BpeScratch::default();
+                // Words repeat: remember the tokens of short ones for this call.
+                let mut cache: BytesMap<'_, (u32, u32)> = BytesMap::default();
+                let mut cached: Vec<Token> = Vec::new();
                 for frag in &frags {
                     match *frag {
                         Fragment::Text { start, end } => {
@@ -946,7 +969,25 @@ impl Tokenizer {
                                     )
                                 })?;
                             out.reserve(words.len());
-                            for w in words.iter() {
+                            for (ws, we) in words.ranges() {
+                                let w = &words.source[ws..we];
+                                if words.reencoded || w.len() > CACHED_WORD {
+                                    bpe.encode_word(
+                                        &self.strings,
+                                        self.n_vocab,
+                                        &self.byte_char,
+                                        w,
+                                        &mut sc,
+                                        &mut out,
+                                    );
+                                    continue;
+                                }
+                                let key = &bytes[start + ws..start + we];
+                                if let Some(&(a, b)) = cache.get(key) {
+                                    out.extend_from_slice(&cached[a as usize..b as usize]);
+                                    continue;
+                                }
+                                let from = out.len();
                                 bpe.encode_word(
                                     &self.strings,
                                     self.n_vocab,
@@ -955,6 +996,9 @@ impl Tokenizer {
                                     &mut sc,
                                     &mut out,
                                 );
+                                let a = cached.len() as u32;
+                                cached.extend_from_slice(&out[from..]);
+                                cache.insert(key, (a, cached.len() as u32));
                             }
                         }
                         Fragment::Token(t) => out.push(t),
@@ -1020,6 +1064,97 @@ impl Tokenizer {
     }
 }
 
+/// Words up to this many bytes are cached per encode call.
+const CACHED_WORD: usize = 48;
+/// More "crossing" SentencePiece tokens than this and words are not cached.
+const MAX_CROSSING: usize = 64;
+
+/// Whether a SentencePiece token has U+2581 right after a character that is not U+2581.
+fn crosses_word_boundary(text: &[u8]) -> bool {
+    // Vocabulary entries are short: a plain scan beats setting up a SIMD search per token.
+    (1..text.len()).any(|i| {
+        text[i] == SPACE_ESCAPE[0]
+            && text[i..].starts_with(SPACE_ESCAPE)
+            && !text[..i].ends_with(SPACE_ESCAPE)
+    })
+}
+
+/// Per-call cache of SentencePiece segments: owned keys (the escaped text is rebuilt per
+/// fragment), tokens in one arena.
+#[derive(Default)]
+struct WordCache {
+    map: std::collections::HashMap<
+        Vec<u8>,
+        (u32, u32),
+        std::hash::BuildHasherDefault<vocab::BytesHasher>,
+    >,
+    tokens: Vec<Token>,
+    unsafe_at: Vec<usize>,
+}
+
+impl Tokenizer {
+    /// SentencePiece over one escaped fragment. Merges only join pieces that are tokens, so
+    /// a position before U+2581 that follows another character can only be merged across
+    /// by a "crossing" token occurring there; every other such position splits the text
+    /// into segments that merge independently, and repeated segments are looked up.
+    fn encode_spm(
+        &self,
+        model: &SpmModel,
+        buf: &[u8],
+        sc: &mut SpmScratch,
+        cache: &mut WordCache,
+        out: &mut Vec<Token>,
+    ) -> Result<()> {
+        let fail =
+            |b: u8| Error::Unsupported(format!("the vocabulary has no token for byte 0x{b:02X}"));
+        let Some(crossing) = &self.crossing else {
+            return model.encode(buf, sc, out).map_err(fail);
+        };
+        cache.unsafe_at.clear();
+        for &t in crossing {
+            let text = self.strings.get(t);
+            let finder = memchr::memmem::Finder::new(text);
+            // Overlapping occurrences count too, so search again one byte after each.
+            let mut from = 0;
+            while let Some(m) = finder.find(&buf[from..]).map(|m| m + from) {
+                cache.unsafe_at.extend(m + 1..m + text.len());
+                from = m + 1;
+            }
+        }
+        cache.unsafe_at.sort_unstable();
+        let mut seg_start = 0;
+        let mut emit = |seg: &[u8], cache: &mut WordCache, out: &mut Vec<Token>| -> Result<()> {
+            if seg.len() > CACHED_WORD {
+                return model.encode(seg, sc, out).map_err(fail);
+            }
+            if let Some(&(a, b)) = cache.map.get(seg) {
+                out.extend_from_slice(&cache.tokens[a as usize..b as usize]);
+                return Ok(());
+            }
+            let from = out.len();
+            model.encode(seg, sc, out).map_err(fail)?;
+            let a = cache.tokens.len() as u32;
+            cache.tokens.extend_from_slice(&out[from..]);
+            cache
+                .map
+                .insert(seg.to_vec(), (a, cache.tokens.len() as u32));
+            Ok(())
+        };
+        for i in memchr::memchr_iter(SPACE_ESCAPE[0], buf) {
+            if i == 0
+                || !buf[i..].starts_with(SPACE_ESCAPE)
+                || buf[..i].ends_with(SPACE_ESCAPE)
+                || cache.unsafe_at.binary_search(&i).is_ok()
+            {
+                continue;
+            }
+            emit(&buf[seg_start..i], cache, out)?;
+            seg_start = i;
+        }
+        emit(&buf[seg_start..], cache, out)
+    }
+}
+
 fn utf8(bytes: &[u8]) -> Result<&str> {
     std::str::from_utf8(bytes).map_err(|e| Error::InvalidUtf8 {
         what: "text",
@@ -1040,7 +1175,7 @@ fn escape_spaces(text: &[u8], out: &mut Vec<u8>) {
 fn unescape_spaces(text: &[u8], out: &mut Vec<u8>) {
     let mut i = 0;
     while i < text.len() {
-        if text[i..].starts_with(SPACE_ESCAPE) {
+        if text[i] == SPACE_ESCAPE[0] && text[i..].starts_with(SPACE_ESCAPE) {
             out.push(b' ');
             i += SPACE_ESCAPE.len();
         } else {

@@ -122,9 +122,17 @@ pub(crate) struct PreConfig {
     pub no_bos: bool,
 }
 
-/// Maps `tokenizer.ggml.pre` as llama.cpp's vocabulary loader does. `Err(true)` for names
-/// llama.cpp knows but ember does not implement, `Err(false)` for names llama.cpp rejects.
-pub(crate) fn config_for(name: &str) -> Result<PreConfig, bool> {
+/// Why a `tokenizer.ggml.pre` value cannot be used.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum PreError {
+    /// llama.cpp knows it, ember does not implement it.
+    Unimplemented,
+    /// llama.cpp rejects it too.
+    Unknown,
+}
+
+/// Maps `tokenizer.ggml.pre` as llama.cpp's vocabulary loader does.
+pub(crate) fn config_for(name: &str) -> Result<PreConfig, PreError> {
     use PreTokenizer as P;
     let c = |pre, clean_spaces| PreConfig {
         pre,
@@ -203,8 +211,8 @@ pub(crate) fn config_for(name: &str) -> Result<PreConfig, bool> {
         | "ufakzeka"
         | "afmoe"
         | "laguna"
-        | "minimax-m2" => return Err(true),
-        _ => return Err(false),
+        | "minimax-m2" => return Err(PreError::Unimplemented),
+        _ => return Err(PreError::Unknown),
     })
 }
 
@@ -227,11 +235,24 @@ pub(crate) struct Splitter {
 /// The words of a split: byte ranges into either the original text or a re-encoding.
 pub(crate) struct Words<'a> {
     pub source: &'a [u8],
+    /// `source` is a re-encoding, not the text that was split.
+    pub reencoded: bool,
     offs: &'a [u32],
     chunks: &'a [u32],
 }
 
 impl<'a> Words<'a> {
+    /// The words as byte ranges of `source`.
+    pub(crate) fn ranges(&self) -> impl Iterator<Item = (usize, usize)> + '_ {
+        let mut at = 0usize;
+        self.chunks.iter().map(move |&n| {
+            let (s, e) = (at, at + n as usize);
+            at = e;
+            (self.offs[s] as usize, self.offs[e] as usize)
+        })
+    }
+
+    #[cfg(test)]
     pub(crate) fn iter(&self) -> impl Iterator<Item = &'a [u8]> + '_ {
         let mut at = 0usize;
         self.chunks.iter().map(move |&n| {
@@ -255,7 +276,7 @@ impl Splitter {
         self.offs.clear();
         let valid = std::str::from_utf8(text).is_ok();
         if valid {
-            // SAFETY-free fast path: valid UTF-8 decodes identically under both decoders.
+            // Valid UTF-8 decodes identically under both decoders; std's is faster.
             let s = std::str::from_utf8(text).unwrap_or_default();
             for (i, ch) in s.char_indices() {
                 self.cpts.push(ch as u32);
@@ -296,6 +317,7 @@ impl Splitter {
         }
         Some(Words {
             source: if valid { text } else { &self.reencoded },
+            reencoded: !valid,
             offs: &self.offs,
             chunks: &self.chunks,
         })
@@ -1042,7 +1064,7 @@ mod tests {
         assert!(config_for("llama-bpe").unwrap().ignore_merges);
         assert!(config_for("llama-bpe").unwrap().add_bos);
         assert_eq!(config_for("").unwrap().pre, PreTokenizer::Default);
-        assert_eq!(config_for("kimi-k2").unwrap_err(), true);
-        assert_eq!(config_for("no-such-thing").unwrap_err(), false);
+        assert_eq!(config_for("kimi-k2").unwrap_err(), PreError::Unimplemented);
+        assert_eq!(config_for("no-such-thing").unwrap_err(), PreError::Unknown);
     }
 }

@@ -4,7 +4,6 @@
 //! on ties) until no concatenation is a token. Leftover characters that are not tokens
 //! become byte tokens `<0xXX>`.
 
-use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 
 use super::unicode::utf8_len;
@@ -23,32 +22,25 @@ struct Sym {
     token: u32,
 }
 
+/// A candidate merge. The heap orders by `key` alone: highest score first, then the
+/// leftmost pair (llama.cpp's `llm_bigram_spm::comparator`).
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 struct Bigram {
-    score: f32,
-    left: u32,
+    /// Score as order-preserving bits in the high half, bit-inverted left index below.
+    key: u64,
     right: u32,
     size: u32,
     token: u32,
 }
 
-impl PartialEq for Bigram {
-    fn eq(&self, o: &Self) -> bool {
-        self.cmp(o) == Ordering::Equal
-    }
-}
-impl Eq for Bigram {}
-impl PartialOrd for Bigram {
-    fn partial_cmp(&self, o: &Self) -> Option<Ordering> {
-        Some(self.cmp(o))
-    }
-}
-impl Ord for Bigram {
-    /// Highest score first, then the leftmost pair (llama.cpp's `llm_bigram_spm::comparator`).
-    fn cmp(&self, o: &Self) -> Ordering {
-        self.score
-            .partial_cmp(&o.score)
-            .unwrap_or(Ordering::Equal)
-            .then(o.left.cmp(&self.left))
+/// Maps a score to bits that sort like the number. -0.0 counts as +0.0, as `<` does.
+#[inline]
+fn score_bits(score: f32) -> u32 {
+    let b = (score + 0.0).to_bits();
+    if b & 0x8000_0000 != 0 {
+        !b
+    } else {
+        b | 0x8000_0000
     }
 }
 
@@ -100,24 +92,25 @@ impl SpmModel<'_> {
             self.try_add(text, sc, i - 1, i);
         }
         while let Some(b) = sc.heap.pop() {
-            let l = sc.syms[b.left as usize];
+            let left = !(b.key as u32);
+            let l = sc.syms[left as usize];
             let r = sc.syms[b.right as usize];
             if l.len == 0 || r.len == 0 || l.len + r.len != b.size {
                 continue;
             }
-            let s = &mut sc.syms[b.left as usize];
+            let s = &mut sc.syms[left as usize];
             s.len += r.len;
             s.next = r.next;
             s.token = b.token;
             sc.syms[b.right as usize].len = 0;
             if r.next != NIL {
-                sc.syms[r.next as usize].prev = b.left;
+                sc.syms[r.next as usize].prev = left;
             }
             if l.prev != NIL {
-                self.try_add(text, sc, l.prev, b.left);
+                self.try_add(text, sc, l.prev, left);
             }
             if r.next != NIL {
-                self.try_add(text, sc, b.left, r.next);
+                self.try_add(text, sc, left, r.next);
             }
         }
         let mut i = 0u32;
@@ -155,8 +148,7 @@ impl SpmModel<'_> {
             return;
         }
         sc.heap.push(Bigram {
-            score: self.scores[token as usize],
-            left,
+            key: ((score_bits(self.scores[token as usize]) as u64) << 32) | !left as u64,
             right,
             size: (end - start) as u32,
             token,

@@ -19,8 +19,38 @@ pub(crate) fn hash_bytes(s: &[u8]) -> u64 {
         buf[..rest.len()].copy_from_slice(rest);
         h = (h.rotate_left(23) ^ u64::from_le_bytes(buf)).wrapping_mul(K);
     }
-    h ^ (h >> 32)
+    fmix64(h)
 }
+
+/// MurmurHash3's finalizer: every input bit reaches every output bit, so both the slot
+/// (low bits) and the tag (high bits) are usable.
+#[inline]
+fn fmix64(mut h: u64) -> u64 {
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^ (h >> 33)
+}
+
+/// A `Hasher` for byte-string keys of per-call caches, using [`hash_bytes`].
+#[derive(Default)]
+pub(crate) struct BytesHasher(u64);
+
+impl std::hash::Hasher for BytesHasher {
+    fn write(&mut self, b: &[u8]) {
+        self.0 = self.0.rotate_left(17) ^ hash_bytes(b);
+    }
+    fn write_usize(&mut self, n: usize) {
+        self.0 = self.0.rotate_left(17) ^ n as u64;
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+pub(crate) type BytesMap<'a, V> =
+    std::collections::HashMap<&'a [u8], V, std::hash::BuildHasherDefault<BytesHasher>>;
 
 /// Interned byte strings with ids in insertion order.
 pub(crate) struct StrTable {
@@ -29,6 +59,9 @@ pub(crate) struct StrTable {
     offsets: Vec<u32>,
     /// (id, upper hash bits) per slot; a power-of-two count kept at most half full.
     slots: Vec<(u32, u32)>,
+    /// A Bloom filter (two bits per string, sized at creation): small enough to stay in
+    /// cache, it answers most failed lookups without touching `slots`.
+    filter: Vec<u64>,
 }
 
 impl StrTable {
@@ -37,10 +70,71 @@ impl StrTable {
             arena: Vec::with_capacity(bytes),
             offsets: Vec::with_capacity(n + 1),
             slots: Vec::new(),
+            filter: vec![0u64; (n * 8).next_power_of_two().max(64) / 64],
         };
         t.offsets.push(0);
         t.resize_slots((n * 2).next_power_of_two().max(16));
         t
+    }
+
+    /// Interns `strings` in order, ids 0.., building the index in slot order so that a
+    /// 262k-entry vocabulary does not pay a cache miss per token. `Err((first, second))`
+    /// names two equal strings; `Err((u32::MAX, _))` means the text passes 4 GiB.
+    pub(crate) fn from_strings<'a>(
+        strings: impl Iterator<Item = &'a [u8]>,
+        n: usize,
+    ) -> Result<StrTable, (u32, u32)> {
+        let mut t = StrTable::with_capacity(n, n * 8);
+        t.slots.clear();
+        let mut hashes = Vec::with_capacity(n);
+        for s in strings {
+            let end = u32::try_from(t.arena.len() + s.len()).map_err(|_| (EMPTY, 0))?;
+            t.arena.extend_from_slice(s);
+            t.offsets.push(end);
+            hashes.push(hash_bytes(s));
+        }
+        let n = hashes.len();
+        let size = (n * 2).next_power_of_two().max(16);
+        t.slots = vec![(EMPTY, 0); size];
+        let mask = size - 1;
+        // Counting sort of the ids by the top bits of their home slot.
+        const BUCKET_BITS: u32 = 12;
+        let shift = (size.trailing_zeros()).saturating_sub(BUCKET_BITS);
+        let nb = (size >> shift).max(1);
+        let mut starts = vec![0u32; nb + 1];
+        for &h in &hashes {
+            starts[((h as usize & mask) >> shift) + 1] += 1;
+        }
+        for b in 0..nb {
+            starts[b + 1] += starts[b];
+        }
+        let mut order = vec![(0u64, 0u32); n];
+        for (id, &h) in hashes.iter().enumerate() {
+            let b = (h as usize & mask) >> shift;
+            order[starts[b] as usize] = (h, id as u32);
+            starts[b] += 1;
+        }
+        drop(hashes);
+        let bits = t.filter.len() * 64;
+        for &(h, id) in &order {
+            let tag = (h >> 32) as u32;
+            let mut i = h as usize & mask;
+            loop {
+                let (other, ot) = t.slots[i];
+                if other == EMPTY {
+                    break;
+                }
+                if ot == tag && t.get(other) == t.get(id) {
+                    return Err((other.min(id), other.max(id)));
+                }
+                i = (i + 1) & mask;
+            }
+            t.slots[i] = (id, tag);
+            for b in filter_bits(h, bits) {
+                t.filter[b / 64] |= 1 << (b % 64);
+            }
+        }
+        Ok(t)
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -59,9 +153,9 @@ impl StrTable {
 
     fn resize_slots(&mut self, n: usize) {
         self.slots = vec![(EMPTY, 0); n];
+        let mask = n - 1;
         for id in 0..self.len() as u32 {
             let h = hash_bytes(self.get(id));
-            let mask = self.slots.len() - 1;
             let mut i = h as usize & mask;
             while self.slots[i].0 != EMPTY {
                 i = (i + 1) & mask;
@@ -70,10 +164,16 @@ impl StrTable {
         }
     }
 
-    /// The id of `s`, if interned.
+    /// The id of `s`, if interned, asking the Bloom filter first.
     #[inline]
     pub(crate) fn find(&self, s: &[u8]) -> Option<u32> {
         let h = hash_bytes(s);
+        let bits = self.filter.len() * 64;
+        for b in filter_bits(h, bits) {
+            if self.filter[b / 64] & (1 << (b % 64)) == 0 {
+                return None;
+            }
+        }
         let tag = (h >> 32) as u32;
         let mask = self.slots.len() - 1;
         let mut i = h as usize & mask;
@@ -89,29 +189,38 @@ impl StrTable {
         }
     }
 
-    /// Adds `s` and returns its id; `Err(existing id)` if it is already there. Fails with
-    /// `Ok(None)`-like `Err(u32::MAX)` only when the arena would exceed 4 GiB.
+    /// Adds `s` and returns its id; `Err(existing id)` if it is already there, and
+    /// `Err(u32::MAX)` if the text would pass 4 GiB.
     pub(crate) fn insert(&mut self, s: &[u8]) -> Result<u32, u32> {
-        if let Some(id) = self.find(s) {
-            return Err(id);
+        if self.len() * 2 >= self.slots.len() {
+            self.resize_slots(self.slots.len() * 2);
+        }
+        let h = hash_bytes(s);
+        let tag = (h >> 32) as u32;
+        let mask = self.slots.len() - 1;
+        let mut i = h as usize & mask;
+        loop {
+            let (id, t) = self.slots[i];
+            if id == EMPTY {
+                break;
+            }
+            if t == tag && self.get(id) == s {
+                return Err(id);
+            }
+            i = (i + 1) & mask;
         }
         let end = self.arena.len() + s.len();
         let Ok(end32) = u32::try_from(end) else {
             return Err(EMPTY);
         };
-        if (self.len() + 1) * 2 > self.slots.len() {
-            self.resize_slots(self.slots.len() * 2);
-        }
         let id = self.len() as u32;
         self.arena.extend_from_slice(s);
         self.offsets.push(end32);
-        let h = hash_bytes(s);
-        let mask = self.slots.len() - 1;
-        let mut i = h as usize & mask;
-        while self.slots[i].0 != EMPTY {
-            i = (i + 1) & mask;
+        self.slots[i] = (id, tag);
+        let bits = self.filter.len() * 64;
+        for b in filter_bits(h, bits) {
+            self.filter[b / 64] |= 1 << (b % 64);
         }
-        self.slots[i] = (id, (h >> 32) as u32);
         Ok(id)
     }
 
@@ -123,6 +232,15 @@ impl StrTable {
             Err(id) => Some(id),
         }
     }
+}
+
+#[inline]
+fn filter_bits(h: u64, bits: usize) -> [usize; 2] {
+    // Bits 20..40 and 40..60: independent of the slot index (low bits) after fmix64.
+    [
+        ((h >> 20) as usize) & (bits - 1),
+        ((h >> 40) as usize) & (bits - 1),
+    ]
 }
 
 /// BPE merges: (left symbol, right symbol) -> (rank, merged symbol).
@@ -139,7 +257,7 @@ fn pair_key(a: u32, b: u32) -> u64 {
 
 #[inline]
 fn pair_slot(key: u64, mask: usize) -> usize {
-    (key.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 32) as usize & mask
+    fmix64(key) as usize & mask
 }
 
 impl PairMap {
@@ -221,6 +339,19 @@ mod tests {
         assert_eq!(t.find(b""), Some(1));
         assert_eq!(t.find(b"tok1000"), None);
         assert_eq!(t.get(500), b"tok498");
+    }
+
+    #[test]
+    fn bulk_build_finds_everything_and_duplicates() {
+        let owned: Vec<String> = (0..5000).map(|i| format!("w{i}")).collect();
+        let t = StrTable::from_strings(owned.iter().map(|s| s.as_bytes()), owned.len()).unwrap();
+        for (i, s) in owned.iter().enumerate() {
+            assert_eq!(t.find(s.as_bytes()), Some(i as u32));
+        }
+        assert_eq!(t.find(b"w5000"), None);
+        let dup = ["a", "b", "c", "b"];
+        let e = StrTable::from_strings(dup.iter().map(|s| s.as_bytes()), 4).err();
+        assert_eq!(e, Some((1, 3)));
     }
 
     #[test]
