@@ -1,0 +1,7 @@
+//! x86-64 kernel sets.
+
+use super::Kernels;
+
+pub(super) fn available() -> Vec<&'static Kernels> {
+    Vec::new()
+}
