@@ -1,29 +1,48 @@
-//! Compute kernels: one table of function pointers chosen once at run time, and the
-//! matrix product driver the model code calls.
+//! Compute kernels: one table of function pointers chosen once at run time, the thread
+//! pool, and the matrix product driver the model code calls.
 //!
-//! Weights stay in their quantized form. Activations are quantized once per product to
-//! the Q8 format matching the weight type ([`ActFormat`]), then every weight row is dotted
-//! against every activation row in integer arithmetic.
+//! Weights stay in their quantized form, in place in the model file. Activations are
+//! quantized once per product to the Q8 format matching the weight type ([`ActFormat`],
+//! layout in `act`), then every weight row meets every activation row in integer
+//! arithmetic. Decode (one token) is a matrix-vector product: one pass over the weights,
+//! rows split across threads. Prefill multiplies each weight row by groups of 4 tokens at
+//! once (8 with AVX2), so each weight block is unpacked once per group, not per token.
 
+pub mod act;
+mod pool;
 pub mod scalar;
+
+#[cfg(target_arch = "x86_64")]
+mod x86;
+
+#[cfg(target_arch = "aarch64")]
+mod aarch64;
+
+#[cfg(test)]
+mod tests;
 
 use std::sync::OnceLock;
 
-use bytemuck::Zeroable;
+use half::f16;
+
+use pool::SendPtr;
+pub use pool::{Pool, TaskFn};
 
 use crate::error::{Error, Result};
-use crate::quant::blocks::{BlockQ8K, BlockQ8_0, BlockQ8_1};
-use crate::quant::{self, GgmlType, QK, QK_K};
+use crate::quant::GgmlType;
+use act::GROUP;
 
 /// How activations are encoded before meeting a weight type.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ActFormat {
     /// Plain f32 (for F32/F16/BF16 weights).
     F32,
+    /// 32-element blocks (for Q4_0, Q5_0, Q8_0).
     Q8_0,
-    /// Q8_0 plus the block sum, for weight types with a minimum (Q4_1, Q5_1).
+    /// 32-element blocks with their sums, for weight types with a minimum (Q4_1, Q5_1).
+    /// Same layout as `Q8_0` in ember: every 32-block carries its sum.
     Q8_1,
-    /// 256-element blocks for the k-quants.
+    /// 256-element blocks with sums of 16 for the k-quants.
     Q8K,
 }
 
@@ -44,24 +63,48 @@ impl ActFormat {
         })
     }
 
-    /// Bytes of one quantized activation row of `k` elements.
+    /// Bytes of one quantized activation row of `k` elements; `n_tok` rows need
+    /// `n_tok * row_bytes(k)` bytes of scratch.
     pub fn row_bytes(self, k: usize) -> usize {
+        act::row_bytes(self, k)
+    }
+
+    /// Elements per block: `k` must be a multiple.
+    pub fn block(self) -> usize {
         match self {
-            ActFormat::F32 => k * 4,
-            ActFormat::Q8_0 => k / QK * std::mem::size_of::<BlockQ8_0>(),
-            ActFormat::Q8_1 => k / QK * std::mem::size_of::<BlockQ8_1>(),
-            ActFormat::Q8K => k / QK_K * std::mem::size_of::<BlockQ8K>(),
+            ActFormat::F32 => 1,
+            ActFormat::Q8_0 | ActFormat::Q8_1 => crate::quant::QK,
+            ActFormat::Q8K => crate::quant::QK_K,
         }
     }
 }
 
-/// Dot product of one weight row with one activation row (both as bytes).
-pub type DotFn = fn(w: &[u8], act: &[u8]) -> f32;
+/// Matrix-vector kernel: `out[r] = dot(weight row r, act)` for `out.len()` rows of `k`
+/// elements starting at `w`; `act` is one token in the single-token layout.
+pub type VecFn = fn(w: &[u8], act: &[u8], k: usize, out: &mut [f32]);
+/// Prefill kernel: `ng` consecutive token groups starting at `act`;
+/// `out[t * rows + r] = dot(row r, token t)` with `rows = out.len() / (ng * GROUP)`.
+pub type GemmFn = fn(w: &[u8], act: &[u8], k: usize, ng: usize, out: &mut [f32]);
+/// Quantizes one token (`group == false`) or one group of [`act::GROUP`] tokens.
+pub type QuantFn = fn(fmt: ActFormat, x: &[f32], k: usize, group: bool, out: &mut [u8]);
+
+#[derive(Clone, Copy)]
+pub(crate) struct MatFns {
+    pub vec: VecFn,
+    pub gemm: GemmFn,
+}
+
+const N_TYPES: usize = 40;
 
 /// A set of kernels for one instruction set.
 pub struct Kernels {
     pub name: &'static str,
-    dots: [Option<DotFn>; 40],
+    mats: [Option<MatFns>; N_TYPES],
+    quant: QuantFn,
+    dot_f32: fn(&[f32], &[f32]) -> f32,
+    dot_f16: fn(&[f16], &[f32]) -> f32,
+    axpy_f32: fn(&mut [f32], f32, &[f32]),
+    axpy_f16: fn(&mut [f32], f32, &[f16]),
 }
 
 impl std::fmt::Debug for Kernels {
@@ -70,49 +113,50 @@ impl std::fmt::Debug for Kernels {
     }
 }
 
-fn f32_dot(f: fn(&[u8], &[f32]) -> f32) -> impl Fn(&[u8], &[u8]) -> f32 {
-    move |w, a| {
-        let x: Vec<f32> = a
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect();
-        f(w, &x)
-    }
+macro_rules! scalar_mat {
+    ($ty:ident) => {{
+        fn v(w: &[u8], act: &[u8], k: usize, out: &mut [f32]) {
+            scalar::matvec(GgmlType::$ty, w, act, k, out)
+        }
+        fn g(w: &[u8], act: &[u8], k: usize, ng: usize, out: &mut [f32]) {
+            scalar::gemm(GgmlType::$ty, w, act, k, ng, out)
+        }
+        Some(MatFns { vec: v, gemm: g })
+    }};
 }
 
-fn scalar_dot_f32(w: &[u8], a: &[u8]) -> f32 {
-    f32_dot(scalar::dot_f32)(w, a)
-}
-fn scalar_dot_f16(w: &[u8], a: &[u8]) -> f32 {
-    f32_dot(scalar::dot_f16)(w, a)
-}
-fn scalar_dot_bf16(w: &[u8], a: &[u8]) -> f32 {
-    f32_dot(scalar::dot_bf16)(w, a)
-}
+/// The scalar kernels' matrix functions, by type id; SIMD tables start from these.
+pub(crate) const SCALAR_MATS: [Option<MatFns>; N_TYPES] = {
+    let mut m: [Option<MatFns>; N_TYPES] = [None; N_TYPES];
+    m[GgmlType::F32 as usize] = scalar_mat!(F32);
+    m[GgmlType::F16 as usize] = scalar_mat!(F16);
+    m[GgmlType::BF16 as usize] = scalar_mat!(BF16);
+    m[GgmlType::Q4_0 as usize] = scalar_mat!(Q4_0);
+    m[GgmlType::Q4_1 as usize] = scalar_mat!(Q4_1);
+    m[GgmlType::Q5_0 as usize] = scalar_mat!(Q5_0);
+    m[GgmlType::Q5_1 as usize] = scalar_mat!(Q5_1);
+    m[GgmlType::Q8_0 as usize] = scalar_mat!(Q8_0);
+    m[GgmlType::Q2_K as usize] = scalar_mat!(Q2_K);
+    m[GgmlType::Q3_K as usize] = scalar_mat!(Q3_K);
+    m[GgmlType::Q4_K as usize] = scalar_mat!(Q4_K);
+    m[GgmlType::Q5_K as usize] = scalar_mat!(Q5_K);
+    m[GgmlType::Q6_K as usize] = scalar_mat!(Q6_K);
+    m
+};
 
-static SCALAR: Kernels = {
-    let mut dots: [Option<DotFn>; 40] = [None; 40];
-    dots[GgmlType::F32 as usize] = Some(scalar_dot_f32);
-    dots[GgmlType::F16 as usize] = Some(scalar_dot_f16);
-    dots[GgmlType::BF16 as usize] = Some(scalar_dot_bf16);
-    dots[GgmlType::Q4_0 as usize] = Some(scalar::dot_q4_0);
-    dots[GgmlType::Q4_1 as usize] = Some(scalar::dot_q4_1);
-    dots[GgmlType::Q5_0 as usize] = Some(scalar::dot_q5_0);
-    dots[GgmlType::Q5_1 as usize] = Some(scalar::dot_q5_1);
-    dots[GgmlType::Q8_0 as usize] = Some(scalar::dot_q8_0);
-    dots[GgmlType::Q2_K as usize] = Some(scalar::dot_q2_k);
-    dots[GgmlType::Q3_K as usize] = Some(scalar::dot_q3_k);
-    dots[GgmlType::Q4_K as usize] = Some(scalar::dot_q4_k);
-    dots[GgmlType::Q5_K as usize] = Some(scalar::dot_q5_k);
-    dots[GgmlType::Q6_K as usize] = Some(scalar::dot_q6_k);
-    Kernels {
-        name: "scalar",
-        dots,
-    }
+static SCALAR: Kernels = Kernels {
+    name: "scalar",
+    mats: SCALAR_MATS,
+    quant: act::quantize_scalar,
+    dot_f32: scalar::dot_f32_f32,
+    dot_f16: scalar::dot_f16_f32,
+    axpy_f32: scalar::axpy_f32,
+    axpy_f16: scalar::axpy_f16,
 };
 
 impl Kernels {
-    /// The best kernel set for this CPU, or the one named by `EMBER_KERNELS`.
+    /// The best kernel set for this CPU, or the one named by `EMBER_KERNELS`
+    /// (`scalar`, `avx2`, `neon`, `dotprod`, `i8mm`) when this CPU can run it.
     pub fn detect() -> &'static Kernels {
         static CHOSEN: OnceLock<&'static Kernels> = OnceLock::new();
         CHOSEN.get_or_init(|| {
@@ -125,9 +169,15 @@ impl Kernels {
         })
     }
 
-    /// Kernel sets this CPU can run, best first.
+    /// Kernel sets this CPU can run, best first (`scalar` is always last).
     pub fn available() -> Vec<&'static Kernels> {
-        vec![&SCALAR]
+        let mut v: Vec<&'static Kernels> = Vec::new();
+        #[cfg(target_arch = "x86_64")]
+        v.extend(x86::available());
+        #[cfg(target_arch = "aarch64")]
+        v.extend(aarch64::available());
+        v.push(&SCALAR);
+        v
     }
 
     pub fn by_name(name: &str) -> Option<&'static Kernels> {
@@ -138,39 +188,71 @@ impl Kernels {
         &SCALAR
     }
 
-    pub fn dot_fn(&self, ty: GgmlType) -> Result<DotFn> {
-        self.dots
+    /// Whether this set can multiply matrices of type `ty`.
+    pub fn supports(&self, ty: GgmlType) -> bool {
+        self.mats.get(ty as usize).copied().flatten().is_some()
+    }
+
+    fn mat_fns(&self, ty: GgmlType) -> Result<MatFns> {
+        self.mats
             .get(ty as usize)
             .copied()
             .flatten()
-            .ok_or_else(|| Error::Unsupported(format!("no dot-product kernel for {ty}")))
+            .ok_or_else(|| Error::Unsupported(format!("matrix products with {ty} weights")))
     }
 
-    /// Quantizes one activation row into `out` (exactly `fmt.row_bytes(x.len())` bytes).
-    pub fn quantize_row(&self, fmt: ActFormat, x: &[f32], out: &mut [u8]) {
-        match fmt {
-            ActFormat::F32 => {
-                for (o, v) in out.chunks_exact_mut(4).zip(x) {
-                    o.copy_from_slice(&v.to_le_bytes());
-                }
-            }
-            ActFormat::Q8_0 => {
-                let mut tmp = vec![BlockQ8_0::zeroed(); x.len() / QK];
-                quant::quantize_row_q8_0(x, &mut tmp);
-                out.copy_from_slice(bytemuck::cast_slice(&tmp));
-            }
-            ActFormat::Q8_1 => {
-                let mut tmp = vec![BlockQ8_1::zeroed(); x.len() / QK];
-                quant::quantize_row_q8_1(x, &mut tmp);
-                out.copy_from_slice(bytemuck::cast_slice(&tmp));
-            }
-            ActFormat::Q8K => {
-                let mut tmp = vec![BlockQ8K::zeroed(); x.len() / QK_K];
-                quant::quantize_row_q8_k(x, &mut tmp);
-                out.copy_from_slice(bytemuck::cast_slice(&tmp));
-            }
-        }
+    /// `sum(a[i] * b[i])`. Panics if the lengths differ.
+    #[inline]
+    pub fn dot_f32(&self, a: &[f32], b: &[f32]) -> f32 {
+        assert_eq!(a.len(), b.len(), "dot_f32 of unequal lengths");
+        (self.dot_f32)(a, b)
     }
+
+    /// `sum(a[i] * b[i])` with `a` in f16 (a K cache row, say). Panics if the lengths differ.
+    #[inline]
+    pub fn dot_f16(&self, a: &[f16], b: &[f32]) -> f32 {
+        assert_eq!(a.len(), b.len(), "dot_f16 of unequal lengths");
+        (self.dot_f16)(a, b)
+    }
+
+    /// `out[i] += alpha * x[i]`. Panics if the lengths differ.
+    #[inline]
+    pub fn axpy_f32(&self, out: &mut [f32], alpha: f32, x: &[f32]) {
+        assert_eq!(out.len(), x.len(), "axpy_f32 of unequal lengths");
+        (self.axpy_f32)(out, alpha, x)
+    }
+
+    /// `out[i] += alpha * x[i]` with `x` in f16 (a V cache row, say). Panics if the lengths differ.
+    #[inline]
+    pub fn axpy_f16(&self, out: &mut [f32], alpha: f32, x: &[f16]) {
+        assert_eq!(out.len(), x.len(), "axpy_f16 of unequal lengths");
+        (self.axpy_f16)(out, alpha, x)
+    }
+
+    /// Quantizes one token (`x.len() == k`) into `out` (`fmt.row_bytes(k)` bytes).
+    pub fn quantize_row(&self, fmt: ActFormat, x: &[f32], out: &mut [u8]) -> Result<()> {
+        let k = x.len();
+        check_k(fmt, k)?;
+        let need = fmt.row_bytes(k);
+        if out.len() < need {
+            return Err(Error::InvalidArgument(format!(
+                "activation scratch of {} bytes, {need} needed",
+                out.len()
+            )));
+        }
+        (self.quant)(fmt, x, k, false, &mut out[..need]);
+        Ok(())
+    }
+}
+
+fn check_k(fmt: ActFormat, k: usize) -> Result<()> {
+    if k == 0 || k % fmt.block() != 0 {
+        return Err(Error::InvalidArgument(format!(
+            "row length {k} is not a positive multiple of {}",
+            fmt.block()
+        )));
+    }
+    Ok(())
 }
 
 /// A weight matrix in place in the model file: `rows` rows of `cols` elements of `ty`.
@@ -183,6 +265,25 @@ pub struct Matrix<'a> {
 }
 
 impl<'a> Matrix<'a> {
+    /// A checked matrix view: `cols` a whole number of blocks, `data` exactly the size.
+    pub fn new(ty: GgmlType, rows: usize, cols: usize, data: &'a [u8]) -> Result<Matrix<'a>> {
+        let m = Matrix {
+            ty,
+            rows,
+            cols,
+            data,
+        };
+        m.validate()?;
+        if data.len() != m.row_bytes() * rows {
+            return Err(Error::InvalidArgument(format!(
+                "{rows}x{cols} {ty} matrix needs {} bytes, got {}",
+                m.row_bytes() * rows,
+                data.len()
+            )));
+        }
+        Ok(m)
+    }
+
     pub fn row_bytes(&self) -> usize {
         self.cols / self.ty.block_size() * self.ty.type_size()
     }
@@ -191,36 +292,22 @@ impl<'a> Matrix<'a> {
         let rb = self.row_bytes();
         &self.data[r * rb..(r + 1) * rb]
     }
-}
 
-/// The worker threads of one context. Every parallel operation of a forward pass runs on it.
-pub struct Pool {
-    inner: rayon::ThreadPool,
-    n_threads: usize,
-}
-
-impl Pool {
-    /// A pool of `n_threads` threads (0 = one per available core).
-    pub fn new(n_threads: usize) -> Result<Pool> {
-        let n = if n_threads == 0 {
-            std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1)
-        } else {
-            n_threads
-        };
-        let inner = rayon::ThreadPoolBuilder::new()
-            .num_threads(n)
-            .build()
-            .map_err(|e| Error::InvalidArgument(format!("cannot start {n} threads: {e}")))?;
-        Ok(Pool {
-            inner,
-            n_threads: n,
-        })
-    }
-
-    pub fn n_threads(&self) -> usize {
-        self.n_threads
+    fn validate(&self) -> Result<()> {
+        let fmt = ActFormat::for_weight(self.ty)?;
+        check_k(fmt, self.cols)?;
+        let need = self.row_bytes().checked_mul(self.rows);
+        if need.is_none_or(|n| n > self.data.len()) {
+            return Err(Error::InvalidArgument(format!(
+                "{}x{} {} matrix needs {} bytes, has {}",
+                self.rows,
+                self.cols,
+                self.ty,
+                self.row_bytes().saturating_mul(self.rows),
+                self.data.len()
+            )));
+        }
+        Ok(())
     }
 
     /// Runs `f` inside the pool, so that parallel iterators in it use the pool's threads.
@@ -229,9 +316,11 @@ impl Pool {
     }
 }
 
-/// `out[t * w.rows + r] = dot(w.row(r), x[t * w.cols ..])` for `n_tok` activation rows.
+/// `out[t * w.rows + r] = dot(w.row(r), x[t * w.cols ..][.. w.cols])` for `n_tok` rows of `x`.
 ///
-/// `act` is scratch for the quantized activations (at least `n_tok * row_bytes`).
+/// `act` is scratch for the quantized activations: at least
+/// `n_tok * ActFormat::for_weight(w.ty)?.row_bytes(w.cols)` bytes (unused for float
+/// weights). Nothing is allocated.
 pub fn matmul(
     pool: &Pool,
     k: &Kernels,
@@ -241,45 +330,266 @@ pub fn matmul(
     act: &mut [u8],
     out: &mut [f32],
 ) -> Result<()> {
-    pool.inner
-        .install(|| matmul_in_pool(k, w, x, n_tok, act, out))
+    let fmt = ActFormat::for_weight(w.ty)?;
+    w.validate()?;
+    let nx = n_tok.saturating_mul(w.cols);
+    if x.len() < nx {
+        return Err(Error::InvalidArgument(format!(
+            "matmul input has {} values, {n_tok} tokens of {} need {nx}",
+            x.len(),
+            w.cols
+        )));
+    }
+    if fmt == ActFormat::F32 {
+        return matmul_act(pool, k, w, bytemuck::cast_slice(&x[..nx]), n_tok, out);
+    }
+    let need = quantize(pool, k, fmt, &x[..nx], w.cols, act)?;
+    matmul_act(pool, k, w, &act[..need], n_tok, out)
 }
 
-fn matmul_in_pool(
+/// Quantizes `x` (`x.len() / cols` tokens of `cols` values) into `act` for products with
+/// weights of format `fmt`, in parallel for prefill. Returns the bytes written. Use it with
+/// [`matmul_quantized`] to quantize once for several matrices with the same input.
+pub fn quantize(
+    pool: &Pool,
+    k: &Kernels,
+    fmt: ActFormat,
+    x: &[f32],
+    cols: usize,
+    act: &mut [u8],
+) -> Result<usize> {
+    check_k(fmt, cols)?;
+    if x.len() % cols != 0 {
+        return Err(Error::InvalidArgument(format!(
+            "{} values are not whole rows of {cols}",
+            x.len()
+        )));
+    }
+    let n_tok = x.len() / cols;
+    let rb = fmt.row_bytes(cols);
+    let need = n_tok * rb;
+    if act.len() < need {
+        return Err(Error::InvalidArgument(format!(
+            "activation scratch of {} bytes, {need} needed for {n_tok} tokens",
+            act.len()
+        )));
+    }
+    let act = &mut act[..need];
+    let (ng, nt) = act::split_tokens(n_tok);
+    let quant = k.quant;
+    let units = ng + nt;
+    // Byte offset of unit `u` (groups first, then single tokens).
+    let start = |u: usize| {
+        if u <= ng {
+            u * GROUP * rb
+        } else {
+            (ng * GROUP + (u - ng)) * rb
+        }
+    };
+    if n_tok * cols < 8192 || pool.n_threads() == 1 {
+        // Too little work to be worth waking the other threads.
+        quant_units(quant, fmt, x, cols, act, ng, 0..units);
+        return Ok(need);
+    }
+    let per = units.div_ceil(pool.n_threads() * 4).max(1);
+    let actp = SendPtr(act.as_mut_ptr());
+    pool.run(units.div_ceil(per), &|task, _| {
+        let range = task * per..((task + 1) * per).min(units);
+        let (b0, b1) = (start(range.start), start(range.end));
+        // SAFETY: the bytes of units `range` are `b0..b1`, inside `act` and disjoint from
+        // every other task's; `act` stays mutably borrowed for the whole call.
+        let part = unsafe { actp.slice(b0, b1 - b0) };
+        quant_units(quant, fmt, x, cols, part, ng, range);
+    });
+    Ok(need)
+}
+
+/// Quantizes units `range` of the token layout (units below `ng` are groups, the rest
+/// single tokens) into `part`, which holds exactly those units' bytes.
+fn quant_units(
+    quant: QuantFn,
+    fmt: ActFormat,
+    x: &[f32],
+    cols: usize,
+    part: &mut [u8],
+    ng: usize,
+    range: std::ops::Range<usize>,
+) {
+    let rb = fmt.row_bytes(cols);
+    let mut off = 0;
+    for u in range {
+        let (t0, nt, group) = if u < ng {
+            (u * GROUP, GROUP, true)
+        } else {
+            (ng * GROUP + (u - ng), 1, false)
+        };
+        let bytes = nt * rb;
+        quant(
+            fmt,
+            &x[t0 * cols..(t0 + nt) * cols],
+            cols,
+            group,
+            &mut part[off..off + bytes],
+        );
+        off += bytes;
+    }
+}
+
+/// [`matmul`] on activations already quantized by [`quantize`] for this weight type
+/// (`act.len() >= n_tok * row_bytes`; for float weights, the f32 inputs as bytes).
+pub fn matmul_quantized(
+    pool: &Pool,
     k: &Kernels,
     w: &Matrix<'_>,
-    x: &[f32],
+    act: &[u8],
     n_tok: usize,
-    act: &mut [u8],
     out: &mut [f32],
 ) -> Result<()> {
-    use rayon::prelude::*;
+    w.validate()?;
+    matmul_act(pool, k, w, act, n_tok, out)
+}
+
+/// Rows per prefill task, and token groups per prefill task (bounds the stack tile).
+const TASK_ROWS: usize = 16;
+const TASK_GROUPS: usize = 8;
+
+fn matmul_act(
+    pool: &Pool,
+    k: &Kernels,
+    w: &Matrix<'_>,
+    act: &[u8],
+    n_tok: usize,
+    out: &mut [f32],
+) -> Result<()> {
     let fmt = ActFormat::for_weight(w.ty)?;
-    let dot = k.dot_fn(w.ty)?;
-    let arb = fmt.row_bytes(w.cols);
-    let act = &mut act[..n_tok * arb];
-    for (xr, ar) in x
-        .chunks_exact(w.cols)
-        .zip(act.chunks_exact_mut(arb))
-        .take(n_tok)
-    {
-        k.quantize_row(fmt, xr, ar);
+    let fns = k.mat_fns(w.ty)?;
+    let (rows, cols) = (w.rows, w.cols);
+    let rb = fmt.row_bytes(cols);
+    if act.len() < n_tok * rb {
+        return Err(Error::InvalidArgument(format!(
+            "quantized activations of {} bytes, {n_tok} tokens need {}",
+            act.len(),
+            n_tok * rb
+        )));
     }
-    let act = &*act;
-    let out = &mut out[..n_tok * w.rows];
-    if n_tok == 1 {
-        out.par_chunks_mut(64).enumerate().for_each(|(ci, o)| {
-            for (i, v) in o.iter_mut().enumerate() {
-                *v = dot(w.row(ci * 64 + i), act);
-            }
-        });
-    } else {
-        out.par_chunks_mut(w.rows).enumerate().for_each(|(t, o)| {
-            let a = &act[t * arb..(t + 1) * arb];
-            for (r, v) in o.iter_mut().enumerate() {
-                *v = dot(w.row(r), a);
-            }
-        });
+    let nout = n_tok * rows;
+    if out.len() < nout {
+        return Err(Error::InvalidArgument(format!(
+            "matmul output has {} values, {n_tok}x{rows} needed",
+            out.len()
+        )));
     }
+    if n_tok == 0 || rows == 0 {
+        return Ok(());
+    }
+    let out = &mut out[..nout];
+    let wrb = w.row_bytes();
+    let (ng, nt) = act::split_tokens(n_tok);
+
+    // Single tokens (decode, and the tokens after the last whole group): each task is a
+    // range of rows of one token, written straight into `out`.
+    let plan = RowPlan::new(rows, pool.n_threads(), wrb * rows);
+    let n_vec_tasks = plan.n_tasks * nt;
+    // Groups: each task is up to TASK_ROWS rows by TASK_GROUPS groups.
+    let row_tiles = rows.div_ceil(TASK_ROWS);
+    let grp_tiles = ng.div_ceil(TASK_GROUPS);
+    let n_gemm_tasks = row_tiles * grp_tiles;
+    let outp = SendPtr(out.as_mut_ptr());
+    let wdata = w.data;
+    pool.run(n_gemm_tasks + n_vec_tasks, &|task, _| {
+        if task < n_gemm_tasks {
+            let (rt, gt) = (task % row_tiles, task / row_tiles);
+            let r0 = rt * TASK_ROWS;
+            let nr = TASK_ROWS.min(rows - r0);
+            let g0 = gt * TASK_GROUPS;
+            let ngt = TASK_GROUPS.min(ng - g0);
+            let mut tile = [0f32; TASK_ROWS * TASK_GROUPS * GROUP];
+            let tile = &mut tile[..nr * ngt * GROUP];
+            let a0 = g0 * GROUP * rb;
+            (fns.gemm)(
+                &wdata[r0 * wrb..(r0 + nr) * wrb],
+                &act[a0..a0 + ngt * GROUP * rb],
+                cols,
+                ngt,
+                tile,
+            );
+            for t in 0..ngt * GROUP {
+                let base = (g0 * GROUP + t) * rows + r0;
+                for r in 0..nr {
+                    // SAFETY: this task alone owns rows r0..r0+nr of tokens in its group
+                    // range; the index is inside `out` (checked length n_tok * rows).
+                    unsafe { outp.write(base + r, tile[t * nr + r]) };
+                }
+            }
+        } else {
+            let task = task - n_gemm_tasks;
+            let (chunk, tail) = (task % plan.n_tasks, task / plan.n_tasks);
+            let t = ng * GROUP + tail;
+            let range = plan.range(chunk);
+            // SAFETY: rows `range` of token `t` belong to this task alone and lie inside
+            // `out`, which stays mutably borrowed for the whole call.
+            let o = unsafe { outp.slice(t * rows + range.start, range.len()) };
+            (fns.vec)(
+                &wdata[range.start * wrb..range.end * wrb],
+                &act[t * rb..(t + 1) * rb],
+                cols,
+                o,
+            );
+        }
+    });
     Ok(())
+}
+
+/// Splits the rows of a matrix-vector product into tasks: one large chunk per thread
+/// covering most rows (so threads that start together finish together with one claim
+/// each), then small chunks that late or slow threads balance with.
+#[derive(Clone, Copy, Debug)]
+struct RowPlan {
+    big: usize,
+    small: usize,
+    n_big: usize,
+    rows: usize,
+    n_tasks: usize,
+}
+
+impl RowPlan {
+    /// Rows are handed out in multiples of this (SIMD kernels work on 4 rows at a time).
+    const ALIGN: usize = 4;
+    /// Below this many weight bytes per product a single thread does it all: waking the
+    /// others costs more than it saves.
+    const MIN_PARALLEL_BYTES: usize = 16 * 1024;
+
+    fn new(rows: usize, n_threads: usize, bytes: usize) -> RowPlan {
+        if n_threads <= 1 || bytes < Self::MIN_PARALLEL_BYTES || rows <= Self::ALIGN {
+            return RowPlan {
+                big: rows,
+                small: rows.max(1),
+                n_big: 1,
+                rows,
+                n_tasks: 1,
+            };
+        }
+        let a = Self::ALIGN;
+        let big = (rows * 3 / 4 / n_threads) / a * a;
+        let n_big = if big == 0 { 0 } else { n_threads };
+        let rest = rows - big * n_big;
+        let small = (rest.div_ceil(n_threads * 4)).div_ceil(a).max(1) * a;
+        let n_tasks = n_big + rest.div_ceil(small);
+        RowPlan {
+            big,
+            small,
+            n_big,
+            rows,
+            n_tasks,
+        }
+    }
+
+    fn range(&self, i: usize) -> std::ops::Range<usize> {
+        if i < self.n_big {
+            i * self.big..(i + 1) * self.big
+        } else {
+            let s = self.n_big * self.big + (i - self.n_big) * self.small;
+            s..(s + self.small).min(self.rows)
+        }
+    }
 }

@@ -1,0 +1,7 @@
+//! AArch64 kernel sets.
+
+use super::Kernels;
+
+pub(super) fn available() -> Vec<&'static Kernels> {
+    Vec::new()
+}

@@ -1,0 +1,414 @@
+//! The worker threads of one context.
+//!
+//! A decoded token runs a few hundred parallel operations of a few microseconds each, so
+//! the cost that matters is handing one operation to the workers and learning that it is
+//! done. Workers spin on a shared state word for a while after each operation (waking a
+//! sleeping thread costs tens of microseconds), then sleep on a condition variable. The
+//! calling thread works too, and it never waits for a worker that has not joined: it
+//! closes the operation once every task is claimed and waits only for the workers inside.
+//! Nothing here allocates after [`Pool::new`].
+
+use std::cell::{Cell, UnsafeCell};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, Result};
+
+/// A task body: called with (task index, thread index). Thread indices are below
+/// [`Pool::n_threads`] and no two tasks run at the same time with the same thread index,
+/// so they can select per-thread scratch.
+pub type TaskFn<'a> = dyn Fn(usize, usize) + Sync + 'a;
+
+/// Bit layout of `Shared::state`: epoch in the high 32 bits, a "closed" flag, and the
+/// number of workers currently inside the operation in the low bits.
+const CLOSED: u64 = 1 << 31;
+const INSIDE_MASK: u64 = CLOSED - 1;
+const EPOCH_ONE: u64 = 1 << 32;
+
+/// How long an idle worker spins before it sleeps. Long enough to bridge the gaps
+/// between the operations of one token (and between tokens), short enough that an idle
+/// context stops burning a core almost at once.
+const SPIN: Duration = Duration::from_micros(300);
+
+fn noop(_: usize, _: usize) {}
+const NOOP: &TaskFn<'static> = &noop;
+
+struct Job {
+    f: *const TaskFn<'static>,
+    n_tasks: usize,
+}
+
+struct Shared {
+    state: AtomicU64,
+    next_task: AtomicUsize,
+    /// Written only by the thread that owns the current operation, while no worker is
+    /// inside it; read by workers only after they have joined (see `run`).
+    job: UnsafeCell<Job>,
+    sleepers: AtomicUsize,
+    lock: Mutex<()>,
+    wake: Condvar,
+    shutdown: AtomicBool,
+    /// A task panicked on a worker; the owner re-raises after the operation.
+    panicked: AtomicBool,
+    /// One operation at a time; a second caller waits, a nested call runs inline.
+    busy: AtomicBool,
+    /// Identifies this pool to its worker threads (for nested calls).
+    id: usize,
+}
+
+// SAFETY: `job` is the only non-Sync field. It is written by the owner of the `busy` flag
+// only while no worker is inside an operation, and read by workers only between a
+// successful join (Acquire on `state`) and their leave; the protocol in `run` orders these.
+unsafe impl Sync for Shared {}
+// SAFETY: the raw pointer in `job` points to a `Sync` closure; see above.
+unsafe impl Send for Shared {}
+
+thread_local! {
+    /// (pool id, thread index) of the pool worker running on this thread, if any.
+    static WORKER: Cell<(usize, usize)> = const { Cell::new((0, 0)) };
+}
+
+/// The worker threads of one context. Every parallel operation of a forward pass runs on
+/// it; the thread that calls [`Pool::run`] takes part as thread 0.
+pub struct Pool {
+    shared: Arc<Shared>,
+    handles: Vec<JoinHandle<()>>,
+    n_threads: usize,
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pool")
+            .field("n_threads", &self.n_threads)
+            .finish()
+    }
+}
+
+impl Pool {
+    /// A pool of `n_threads` threads including the caller's (0 = one per available core).
+    pub fn new(n_threads: usize) -> Result<Pool> {
+        let n = if n_threads == 0 {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        } else {
+            n_threads
+        };
+        if n > 1024 {
+            return Err(Error::InvalidArgument(format!(
+                "{n} threads is more than ember supports (1024)"
+            )));
+        }
+        static NEXT_ID: AtomicUsize = AtomicUsize::new(1);
+        let shared = Arc::new(Shared {
+            state: AtomicU64::new(0),
+            next_task: AtomicUsize::new(0),
+            job: UnsafeCell::new(Job {
+                f: NOOP,
+                n_tasks: 0,
+            }),
+            sleepers: AtomicUsize::new(0),
+            lock: Mutex::new(()),
+            wake: Condvar::new(),
+            shutdown: AtomicBool::new(false),
+            panicked: AtomicBool::new(false),
+            busy: AtomicBool::new(false),
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+        });
+        let mut pool = Pool {
+            shared,
+            handles: Vec::with_capacity(n - 1),
+            n_threads: n,
+        };
+        for index in 1..n {
+            let shared = Arc::clone(&pool.shared);
+            let h = std::thread::Builder::new()
+                .name(format!("ember-worker-{index}"))
+                .spawn(move || worker(shared, index))
+                .map_err(|e| Error::InvalidArgument(format!("cannot start {n} threads: {e}")));
+            match h {
+                Ok(h) => pool.handles.push(h),
+                // Dropping `pool` stops the threads already started.
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(pool)
+    }
+
+    /// Threads taking part in each operation, the caller's included.
+    pub fn n_threads(&self) -> usize {
+        self.n_threads
+    }
+
+    /// Runs `f(task, thread)` for every task in `0..n_tasks`, spread over the threads,
+    /// and returns when all are done. Tasks are claimed in order, one at a time, so
+    /// uneven tasks balance themselves; make them a few microseconds long or more.
+    ///
+    /// Called from inside a task of the same pool, the tasks run inline on the calling
+    /// thread (with its thread index); called from two threads at once, the calls take turns.
+    /// A panic in a task is re-raised here once every thread has left the operation.
+    pub fn run(&self, n_tasks: usize, f: &TaskFn<'_>) {
+        let sh = &*self.shared;
+        let (pid, me) = WORKER.with(|w| w.get());
+        if pid == sh.id {
+            // Nested inside one of our own tasks: the other threads are busy with the
+            // outer operation, so do the work here.
+            (0..n_tasks).for_each(|t| f(t, me));
+            return;
+        }
+        if n_tasks == 0 {
+            return;
+        }
+        let _busy = self.acquire();
+        if self.n_threads == 1 || n_tasks == 1 {
+            (0..n_tasks).for_each(|t| f(t, 0));
+            return;
+        }
+        // SAFETY: only the lifetime is erased. The closure outlives every use: workers
+        // reach it only while inside this operation, and `Closer` (also on unwind) waits
+        // until none is inside before this function returns.
+        let fp: *const TaskFn<'static> =
+            unsafe { std::mem::transmute::<*const TaskFn<'_>, *const TaskFn<'static>>(f) };
+        // SAFETY: we hold `busy` and the previous operation ended with no worker inside
+        // and its state closed, so no other thread reads `job` now (a worker joins only
+        // an open operation, which the store below creates).
+        unsafe {
+            *sh.job.get() = Job { f: fp, n_tasks };
+        }
+        sh.next_task.store(0, Ordering::Relaxed);
+        let epoch = (sh.state.load(Ordering::Relaxed) >> 32).wrapping_add(1) & 0xFFFF_FFFF;
+        // Release: publishes `job` and `next_task` to the workers that join.
+        sh.state.store(epoch << 32, Ordering::SeqCst);
+        if sh.sleepers.load(Ordering::SeqCst) > 0 {
+            let _g = sh.lock.lock().unwrap_or_else(|e| e.into_inner());
+            sh.wake.notify_all();
+        }
+        let closer = Closer { sh };
+        loop {
+            let t = sh.next_task.fetch_add(1, Ordering::Relaxed);
+            if t >= n_tasks {
+                break;
+            }
+            f(t, 0);
+        }
+        drop(closer);
+        if sh.panicked.swap(false, Ordering::Relaxed) {
+            panic!("a task panicked on an ember worker thread");
+        }
+    }
+
+    /// Splits `data` into chunks of `chunk` elements (the last may be shorter) and runs
+    /// `f(chunk index, chunk, thread)` on each in parallel.
+    pub fn for_each_chunk<T: Send>(
+        &self,
+        data: &mut [T],
+        chunk: usize,
+        f: &(dyn Fn(usize, &mut [T], usize) + Sync),
+    ) {
+        let chunk = chunk.max(1);
+        let len = data.len();
+        let n = len.div_ceil(chunk);
+        let base = SendPtr(data.as_mut_ptr());
+        self.run(n, &|i, th| {
+            let start = i * chunk;
+            let end = (start + chunk).min(len);
+            // SAFETY: chunk `i` covers `start..end`, inside `data` and disjoint from every
+            // other chunk; each index runs exactly once, and `data` stays mutably borrowed
+            // for the whole call.
+            let s = unsafe { base.slice(start, end - start) };
+            f(i, s, th)
+        });
+    }
+
+    /// Takes the pool for one operation; the guard gives it back, also on unwind.
+    fn acquire(&self) -> Busy<'_> {
+        let sh = &*self.shared;
+        while sh
+            .busy
+            .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            std::thread::yield_now();
+        }
+        // Tasks run on this thread as thread 0; a nested `run` from one of them must see it.
+        let prev = WORKER.with(|w| w.replace((sh.id, 0)));
+        Busy { sh, prev }
+    }
+}
+
+struct Busy<'a> {
+    sh: &'a Shared,
+    prev: (usize, usize),
+}
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        WORKER.with(|w| w.set(self.prev));
+        self.sh.busy.store(false, Ordering::Release);
+    }
+}
+
+/// Closes the current operation and waits for the workers inside it to leave; runs on
+/// unwind too, so a panicking task cannot leave workers holding a dangling closure.
+struct Closer<'a> {
+    sh: &'a Shared,
+}
+
+impl Drop for Closer<'_> {
+    fn drop(&mut self) {
+        // Claim every remaining task so workers inside stop soon (matters on unwind).
+        self.sh.next_task.store(usize::MAX / 2, Ordering::Relaxed);
+        let s = self.sh.state.fetch_or(CLOSED, Ordering::AcqRel);
+        if s & INSIDE_MASK == 0 {
+            return;
+        }
+        let mut spins = 0u32;
+        while self.sh.state.load(Ordering::Acquire) & INSIDE_MASK != 0 {
+            spins = spins.wrapping_add(1);
+            if spins % 4096 == 0 {
+                // A worker inside may have been preempted; let it run.
+                std::thread::yield_now();
+            } else {
+                std::hint::spin_loop();
+            }
+        }
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        let sh = &*self.shared;
+        sh.shutdown.store(true, Ordering::SeqCst);
+        // A new epoch wakes spinners; the lock and notify wake sleepers.
+        sh.state.fetch_add(EPOCH_ONE, Ordering::SeqCst);
+        {
+            let _g = sh.lock.lock().unwrap_or_else(|e| e.into_inner());
+            sh.wake.notify_all();
+        }
+        for h in self.handles.drain(..) {
+            let _ = h.join();
+        }
+    }
+}
+
+fn worker(sh: Arc<Shared>, index: usize) {
+    WORKER.with(|w| w.set((sh.id, index)));
+    let mut seen = sh.state.load(Ordering::Acquire) >> 32;
+    loop {
+        let s = wait_for_epoch(&sh, seen);
+        if sh.shutdown.load(Ordering::SeqCst) {
+            return;
+        }
+        seen = s >> 32;
+        if !join(&sh, s) {
+            continue;
+        }
+        // SAFETY: joined an open operation: its owner wrote `job` before publishing the
+        // epoch (Release, paired with the Acquire of the join) and does not touch it, nor
+        // free the closure, until we leave below.
+        let job = unsafe { &*sh.job.get() };
+        // SAFETY: as above, the closure is alive until we leave.
+        let f = unsafe { &*job.f };
+        let r = catch_unwind(AssertUnwindSafe(|| loop {
+            let t = sh.next_task.fetch_add(1, Ordering::Relaxed);
+            if t >= job.n_tasks {
+                break;
+            }
+            f(t, index);
+        }));
+        if r.is_err() {
+            sh.panicked.store(true, Ordering::Relaxed);
+            sh.next_task.store(usize::MAX / 2, Ordering::Relaxed);
+        }
+        // Release: our task writes happen before the owner sees us gone.
+        sh.state.fetch_sub(1, Ordering::Release);
+    }
+}
+
+/// Enters the operation published as state `s` unless it is already closed or replaced.
+fn join(sh: &Shared, mut s: u64) -> bool {
+    let epoch = s >> 32;
+    loop {
+        if s >> 32 != epoch || s & CLOSED != 0 {
+            return false;
+        }
+        match sh
+            .state
+            .compare_exchange_weak(s, s + 1, Ordering::Acquire, Ordering::Relaxed)
+        {
+            Ok(_) => return true,
+            Err(now) => s = now,
+        }
+    }
+}
+
+/// Returns the state once its epoch differs from `seen` or the pool shuts down: spins for
+/// [`SPIN`], then sleeps.
+fn wait_for_epoch(sh: &Shared, seen: u64) -> u64 {
+    let start = Instant::now();
+    let mut spins = 0u32;
+    loop {
+        let s = sh.state.load(Ordering::Acquire);
+        // A worker that starts late may read an epoch that is already its pool's last,
+        // so shutdown is checked on its own, not only through an epoch change.
+        if s >> 32 != seen || sh.shutdown.load(Ordering::Relaxed) {
+            return s;
+        }
+        spins = spins.wrapping_add(1);
+        if spins % 256 == 0 && start.elapsed() > SPIN {
+            break;
+        }
+        std::hint::spin_loop();
+    }
+    let mut g = sh.lock.lock().unwrap_or_else(|e| e.into_inner());
+    // SeqCst on both sides (here and in `run`) means either the owner sees us asleep and
+    // notifies, or we see its new epoch before waiting.
+    sh.sleepers.fetch_add(1, Ordering::SeqCst);
+    loop {
+        let s = sh.state.load(Ordering::SeqCst);
+        if s >> 32 != seen || sh.shutdown.load(Ordering::SeqCst) {
+            sh.sleepers.fetch_sub(1, Ordering::SeqCst);
+            return s;
+        }
+        g = sh.wake.wait(g).unwrap_or_else(|e| e.into_inner());
+    }
+}
+
+/// A raw pointer that may cross threads, for handing disjoint parts of one buffer to
+/// parallel tasks.
+pub(crate) struct SendPtr<T>(pub *mut T);
+
+impl<T> Clone for SendPtr<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<T> Copy for SendPtr<T> {}
+
+// SAFETY: users only create disjoint slices from it (see `slice`); `T: Send` makes moving
+// those parts to other threads sound.
+unsafe impl<T: Send> Send for SendPtr<T> {}
+// SAFETY: as above.
+unsafe impl<T: Send> Sync for SendPtr<T> {}
+
+impl<T> SendPtr<T> {
+    /// # Safety
+    /// `start..start + len` must lie in the allocation and no other live reference may
+    /// overlap it.
+    pub(crate) unsafe fn slice<'a>(self, start: usize, len: usize) -> &'a mut [T] {
+        // SAFETY: guaranteed by the caller.
+        unsafe { std::slice::from_raw_parts_mut(self.0.add(start), len) }
+    }
+
+    /// # Safety
+    /// `i` must be in the allocation and no other thread may access it concurrently.
+    #[inline(always)]
+    pub(crate) unsafe fn write(self, i: usize, v: T) {
+        // SAFETY: guaranteed by the caller.
+        unsafe { self.0.add(i).write(v) }
+    }
+}
