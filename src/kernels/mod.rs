@@ -309,11 +309,6 @@ impl<'a> Matrix<'a> {
         }
         Ok(())
     }
-
-    /// Runs `f` inside the pool, so that parallel iterators in it use the pool's threads.
-    pub fn install<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
-        self.inner.install(f)
-    }
 }
 
 /// `out[t * w.rows + r] = dot(w.row(r), x[t * w.cols ..][.. w.cols])` for `n_tok` rows of `x`.

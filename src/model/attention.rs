@@ -1,10 +1,12 @@
 //! Causal multi-head attention with grouped-query heads over the KV cache, for a batch of
 //! queries at consecutive positions.
 
-use rayon::prelude::*;
+use std::sync::Mutex;
 
-use crate::kernels::Pool;
-use crate::runtime::kv::{KvBuf, KvElem, LayerKv};
+use half::f16;
+
+use crate::kernels::{Kernels, Pool};
+use crate::runtime::kv::{KvBuf, LayerKv};
 
 /// Shape and position of one attention call.
 #[derive(Clone, Copy, Debug)]
@@ -22,71 +24,104 @@ pub struct AttnShape {
     pub window: usize,
 }
 
-/// `out[t, h, :] = softmax(scale * q[t, h] · K[..=pos_t]) · V` for every query `t` and head `h`.
-///
-/// `scores` is scratch of at least `groups(pool) * (pos0 + n_tok)` floats.
-pub fn attention(
-    pool: &Pool,
-    s: &AttnShape,
-    q: &[f32],
-    kv: &LayerKv,
-    scores: &mut [f32],
-    out: &mut [f32],
-) {
-    match (&kv.k, &kv.v) {
-        (KvBuf::F16(k), KvBuf::F16(v)) => run(pool, s, q, k, v, scores, out),
-        (KvBuf::F32(k), KvBuf::F32(v)) => run(pool, s, q, k, v, scores, out),
-        _ => unreachable!("keys and values share one element type"),
+/// Per-thread rows of attention scores, each `n_ctx` long. A worker only ever locks its
+/// own row, so the locks are never contended; they make the sharing safe without `unsafe`.
+pub struct ScoreRows(Vec<Mutex<Vec<f32>>>);
+
+impl ScoreRows {
+    pub fn new(n_threads: usize, n_ctx: usize) -> ScoreRows {
+        ScoreRows(
+            (0..n_threads.max(1))
+                .map(|_| Mutex::new(vec![0.0; n_ctx]))
+                .collect(),
+        )
+    }
+
+    pub fn size_bytes(&self) -> usize {
+        self.0
+            .iter()
+            .map(|m| m.lock().map_or(0, |v| v.len() * 4))
+            .sum()
     }
 }
 
-/// How many independent work groups attention splits into (each needs its own scores row).
-pub fn groups(n_threads: usize) -> usize {
-    n_threads * 4
+/// Keys or values of one layer as a typed slice.
+#[derive(Clone, Copy)]
+enum Rows<'a> {
+    F16(&'a [f16]),
+    F32(&'a [f32]),
 }
 
-fn run<E: KvElem>(
+impl<'a> Rows<'a> {
+    fn of(b: &'a KvBuf) -> Rows<'a> {
+        match b {
+            KvBuf::F16(v) => Rows::F16(v),
+            KvBuf::F32(v) => Rows::F32(v),
+        }
+    }
+
+    #[inline]
+    fn dot(self, k: &Kernels, at: usize, n: usize, q: &[f32]) -> f32 {
+        match self {
+            Rows::F16(v) => k.dot_f16(&v[at..at + n], q),
+            Rows::F32(v) => k.dot_f32(&v[at..at + n], q),
+        }
+    }
+
+    #[inline]
+    fn axpy(self, k: &Kernels, at: usize, n: usize, w: f32, out: &mut [f32]) {
+        match self {
+            Rows::F16(v) => k.axpy_f16(out, w, &v[at..at + n]),
+            Rows::F32(v) => k.axpy_f32(out, w, &v[at..at + n]),
+        }
+    }
+}
+
+/// `out[t, h, :] = softmax(scale * q[t, h] · K[..=pos_t]) · V` for every query `t` and head `h`.
+pub fn attention(
     pool: &Pool,
+    k: &Kernels,
     s: &AttnShape,
     q: &[f32],
-    k: &[E],
-    v: &[E],
-    scores: &mut [f32],
+    kv: &LayerKv,
+    scores: &ScoreRows,
     out: &mut [f32],
 ) {
-    let n_ctx_used = s.pos0 + s.n_tok;
     let n_tasks = s.n_tok * s.n_head;
-    let n_groups = groups(pool.n_threads()).min(n_tasks).max(1);
-    let per_group = n_tasks.div_ceil(n_groups);
     let hdv = s.head_dim_v;
-    let out = &mut out[..n_tasks * hdv];
-    pool.install(|| {
-        out.par_chunks_mut(per_group * hdv)
-            .zip(scores.par_chunks_mut(n_ctx_used))
-            .enumerate()
-            .for_each(|(g, (out_g, sc))| {
-                for (i, o) in out_g.chunks_exact_mut(hdv).enumerate() {
-                    head(s, g * per_group + i, q, k, v, sc, o);
-                }
-            });
-    });
+    // A few tasks per thread so uneven rows (longer contexts for later tokens) balance out.
+    let per_task = n_tasks.div_ceil(pool.n_threads() * 4).max(1);
+    let (kr, vr) = (Rows::of(&kv.k), Rows::of(&kv.v));
+    pool.for_each_chunk(
+        &mut out[..n_tasks * hdv],
+        per_task * hdv,
+        &|i, chunk, thread| {
+            let Ok(mut sc) = scores.0[thread % scores.0.len()].lock() else {
+                return;
+            };
+            for (j, o) in chunk.chunks_exact_mut(hdv).enumerate() {
+                head(k, s, i * per_task + j, q, kr, vr, &mut sc, o);
+            }
+        },
+    );
 }
 
+#[allow(clippy::too_many_arguments)]
 #[inline]
-fn head<E: KvElem>(
+fn head(
+    k: &Kernels,
     s: &AttnShape,
     task: usize,
     q: &[f32],
-    k: &[E],
-    v: &[E],
+    kr: Rows<'_>,
+    vr: Rows<'_>,
     sc: &mut [f32],
     o: &mut [f32],
 ) {
     let t = task / s.n_head;
     let h = task % s.n_head;
     let kvh = h / (s.n_head / s.n_head_kv);
-    let hd = s.head_dim;
-    let hdv = s.head_dim_v;
+    let (hd, hdv) = (s.head_dim, s.head_dim_v);
     let k_dim = s.n_head_kv * hd;
     let v_dim = s.n_head_kv * hdv;
     let pos = s.pos0 + t;
@@ -99,12 +134,7 @@ fn head<E: KvElem>(
     let sc = &mut sc[start..=pos];
     let mut max = f32::NEG_INFINITY;
     for (j, sj) in sc.iter_mut().enumerate() {
-        let kr = &k[(start + j) * k_dim + kvh * hd..(start + j) * k_dim + (kvh + 1) * hd];
-        let mut d = 0.0f32;
-        for (&a, &b) in qh.iter().zip(kr) {
-            d += a * b.to_f32();
-        }
-        *sj = d * s.scale;
+        *sj = kr.dot(k, (start + j) * k_dim + kvh * hd, hd, qh) * s.scale;
         max = max.max(*sj);
     }
     let mut sum = 0.0f64;
@@ -115,10 +145,6 @@ fn head<E: KvElem>(
     let inv = (1.0 / sum) as f32;
     o.fill(0.0);
     for (j, &p) in sc.iter().enumerate() {
-        let w = p * inv;
-        let vr = &v[(start + j) * v_dim + kvh * hdv..(start + j) * v_dim + (kvh + 1) * hdv];
-        for (a, &b) in o.iter_mut().zip(vr) {
-            *a += w * b.to_f32();
-        }
+        vr.axpy(k, (start + j) * v_dim + kvh * hdv, hdv, p * inv, o);
     }
 }

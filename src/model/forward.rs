@@ -10,7 +10,7 @@ use crate::quant::dequantize_row;
 use crate::runtime::kv::KvCache;
 use crate::tokenizer::Token;
 
-use super::attention::{self, AttnShape};
+use super::attention::{self, AttnShape, ScoreRows};
 use super::config::Arch;
 use super::ops;
 use super::ModelInner;
@@ -28,7 +28,7 @@ pub struct Scratch {
     gate: Vec<f32>,
     up: Vec<f32>,
     act: Vec<u8>,
-    scores: Vec<f32>,
+    scores: ScoreRows,
     rope_cs: Vec<f32>,
     rope_cs_swa: Vec<f32>,
 }
@@ -49,7 +49,7 @@ impl Scratch {
             gate: vec![0.0; n_batch * c.n_ff],
             up: vec![0.0; n_batch * c.n_ff],
             act: vec![0; n_batch * act_row],
-            scores: vec![0.0; attention::groups(n_threads) * n_ctx],
+            scores: ScoreRows::new(n_threads, n_ctx),
             rope_cs: vec![0.0; n_batch * c.rope.n_dims],
             rope_cs_swa: vec![0.0; n_batch * c.rope_swa.n_dims],
         }
@@ -66,10 +66,10 @@ impl Scratch {
             + self.proj.len()
             + self.gate.len()
             + self.up.len()
-            + self.scores.len()
             + self.rope_cs.len()
             + self.rope_cs_swa.len())
             + self.act.len()
+            + self.scores.size_bytes()
     }
 }
 
@@ -229,7 +229,7 @@ pub fn forward(
             window: if swa { c.sliding_window } else { 0 },
         };
         let att = &mut sc.att[..n * od];
-        attention::attention(st.pool, &shape, q, layer_kv, &mut sc.scores, att);
+        attention::attention(st.pool, st.kernels, &shape, q, layer_kv, &sc.scores, att);
 
         let proj = &mut sc.proj[..n * d];
         kernels::matmul(
