@@ -211,6 +211,20 @@ impl Context {
     /// Appends `tokens` to the context; afterwards [`Context::logits`] holds the next-token
     /// logits after the last of them.
     pub fn decode(&mut self, tokens: &[Token]) -> Result<()> {
+        self.clear_abort();
+        self.decode_impl(tokens, Outputs::Last)
+    }
+
+    /// Drops an abort request made while nothing was running: each public entry point
+    /// starts fresh, while the steps inside one call (the tokens of a generation) keep
+    /// seeing a request made between them.
+    pub(crate) fn clear_abort(&self) {
+        self.abort.store(false, Ordering::Relaxed);
+    }
+
+    /// [`Context::decode`] as one step of a longer call: an abort requested since that
+    /// call began stops it.
+    pub(crate) fn decode_step(&mut self, tokens: &[Token]) -> Result<()> {
         self.decode_impl(tokens, Outputs::Last)
     }
 
@@ -229,6 +243,7 @@ impl Context {
                 self.params.n_batch
             )));
         }
+        self.clear_abort();
         self.decode_impl(tokens, Outputs::All)
     }
 
@@ -250,7 +265,6 @@ impl Context {
                 n_ctx: self.params.n_ctx,
             });
         }
-        self.abort.store(false, Ordering::Relaxed);
         self.n_outputs = 0;
         let start = self.tokens.len();
         let inner = &self.model.inner;
