@@ -265,6 +265,7 @@ impl Context {
                 n_ctx: self.params.n_ctx,
             });
         }
+        let prev_outputs = self.n_outputs;
         self.n_outputs = 0;
         let start = self.tokens.len();
         let inner = &self.model.inner;
@@ -272,8 +273,8 @@ impl Context {
         let n_chunks = chunks.len();
         for (i, chunk) in chunks.enumerate() {
             let last = i + 1 == n_chunks;
-            // Earlier chunks only fill the cache; their logits are never read.
-            let out = if last { outputs } else { Outputs::Last };
+            // Earlier chunks only fill the cache; their logits would never be read.
+            let out = if last { outputs } else { Outputs::None };
             let mut st = ForwardState {
                 kv: &mut self.kv,
                 scratch: &mut self.scratch,
@@ -284,9 +285,11 @@ impl Context {
             };
             let pos0 = self.tokens.len();
             if let Err(e) = forward::forward(inner, &mut st, chunk, pos0, out) {
-                // The cache rows past n_past are garbage but unreachable: the context is
-                // exactly as it was before this call.
+                // The cache rows past n_past are garbage but unreachable, and only the
+                // last chunk writes logits, after its last layer: the context, logits
+                // included, is exactly as it was before this call.
                 self.tokens.truncate(start);
+                self.n_outputs = prev_outputs;
                 return Err(e);
             }
             self.tokens.extend_from_slice(chunk);

@@ -6,6 +6,8 @@
  *
  * Usage: misuse MODEL.gguf SCRATCH_DIR
  */
+#define _POSIX_C_SOURCE 200809L /* open, nanosleep, pthreads under -std=c99 */
+
 #include <fcntl.h>
 #include <math.h>
 #include <stdint.h>
