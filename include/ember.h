@@ -6,7 +6,8 @@
  * Status. Functions return an ember_status: EMBER_OK (0) or an error code. Codes have
  * fixed numbers that are never changed or reused. After an error, ember_last_error()
  * returns a message saying what was wrong; the message is thread-local and stays valid
- * until the next ember call on the same thread. Every call clears it on entry.
+ * until the next ember call on the same thread. Every call clears it on entry, except
+ * ember_last_error(), ember_status_name(), ember_version() and ember_abi_version().
  *
  * Never a crash on misuse. Every pointer argument is checked: NULL where a value is
  * required gives EMBER_ERR_NULL_ARGUMENT (so a handle that was freed and set to NULL is
@@ -328,6 +329,10 @@ typedef struct ember_model_info {
     uint32_t n_head;
     uint32_t n_head_kv;
     /**
+     * Width of the feed-forward layers.
+     */
+    uint32_t n_ff;
+    /**
      * Number of weights.
      */
     uint64_t n_params;
@@ -388,10 +393,14 @@ typedef struct ember_context_info {
      */
     uint32_t n_vocab;
     /**
+     * Positions filled at the time of the call.
+     */
+    uint32_t n_past;
+    bool logits_all;
+    /**
      * Bytes the context holds (KV cache, scratch, logits).
      */
     uint64_t size_bytes;
-    bool logits_all;
 } ember_context_info;
 
 /**

@@ -7,7 +7,7 @@ use std::sync::atomic::AtomicBool;
 use super::model::ember_model;
 use super::{
     ember_status, ember_token, ffi_call, ffi_void, handle, out_ptr, put, read_params, slice_arg,
-    write_defaults, write_out_struct, Busy, Fail, FfiResult, Versioned,
+    spans, write_defaults, write_out_struct, Busy, Fail, FfiResult, Versioned,
 };
 use crate::runtime::{AbortHandle, Context, ContextParams, KvType};
 
@@ -86,6 +86,9 @@ unsafe impl Versioned for ember_context_params {
     fn set_size(&mut self, size: u32) {
         self.struct_size = size;
     }
+    fn spans(&self) -> Vec<(usize, usize)> {
+        spans!(self, Self; struct_size, n_ctx, n_batch, n_threads, kv_type, logits_all)
+    }
 }
 
 /// A context's settings in effect (zeros replaced by what was chosen) and its memory.
@@ -100,9 +103,11 @@ pub struct ember_context_info {
     pub kv_type: u32,
     /// Logits per position.
     pub n_vocab: u32,
+    /// Positions filled at the time of the call.
+    pub n_past: u32,
+    pub logits_all: bool,
     /// Bytes the context holds (KV cache, scratch, logits).
     pub size_bytes: u64,
-    pub logits_all: bool,
 }
 
 // SAFETY: repr(C), struct_size first; integers and one listed bool.
@@ -118,12 +123,16 @@ unsafe impl Versioned for ember_context_info {
             n_threads: 0,
             kv_type: 0,
             n_vocab: 0,
-            size_bytes: 0,
+            n_past: 0,
             logits_all: false,
+            size_bytes: 0,
         }
     }
     fn set_size(&mut self, size: u32) {
         self.struct_size = size;
+    }
+    fn spans(&self) -> Vec<(usize, usize)> {
+        spans!(self, Self; struct_size, n_ctx, n_batch, n_threads, kv_type, n_vocab, n_past, logits_all, size_bytes)
     }
 }
 
@@ -296,6 +305,7 @@ pub unsafe extern "C" fn ember_context_get_info(
             kv_type: p.kv_type as u32,
             logits_all: p.logits_all,
             n_vocab: c.model().n_vocab() as u32,
+            n_past: c.n_past() as u32,
             size_bytes: c.size_bytes() as u64,
             ..ember_context_info::defaults()
         };

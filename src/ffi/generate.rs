@@ -6,7 +6,7 @@ use std::mem::{offset_of, size_of};
 use super::context::ember_context;
 use super::sampler::ember_sampler;
 use super::{
-    check_out_struct, cstr_arg, ember_status, ffi_call, read_params, slice_arg, text_arg,
+    check_out_struct, cstr_arg, ember_status, ffi_call, read_params, slice_arg, spans, text_arg,
     write_defaults, write_out_struct, Fail, Versioned,
 };
 use crate::runtime::generate::{Control, GenerateParams, StopReason};
@@ -83,6 +83,9 @@ unsafe impl Versioned for ember_generate_params {
     fn set_size(&mut self, size: u32) {
         self.struct_size = size;
     }
+    fn spans(&self) -> Vec<(usize, usize)> {
+        spans!(self, Self; struct_size, max_tokens, n_keep, add_special, parse_special, render_special, context_shift, stop, n_stop)
+    }
 }
 
 /// What a generation did. Set `struct_size = sizeof(ember_generate_result)` and pass it
@@ -120,6 +123,9 @@ unsafe impl Versioned for ember_generate_result {
     }
     fn set_size(&mut self, size: u32) {
         self.struct_size = size;
+    }
+    fn spans(&self) -> Vec<(usize, usize)> {
+        spans!(self, Self; struct_size, stop_reason, prompt_tokens, generated_tokens, prompt_ms, generate_ms)
     }
 }
 

@@ -445,7 +445,18 @@ pub(crate) unsafe trait Versioned: Copy {
     const NAME: &'static str;
     fn defaults() -> Self;
     fn set_size(&mut self, size: u32);
+    /// `(offset, size)` of every field ([`spans!`]): what is written back to C, so that
+    /// padding bytes go out as zeros rather than whatever was on ember's stack.
+    fn spans(&self) -> Vec<(usize, usize)>;
 }
+
+/// The `(offset, size)` of each named field of `$v`, a `$t`.
+macro_rules! spans {
+    ($v:expr, $t:ty; $($f:ident),+ $(,)?) => {
+        vec![$((std::mem::offset_of!($t, $f), std::mem::size_of_val(&$v.$f))),+]
+    };
+}
+pub(crate) use spans;
 
 fn check_struct_size<T: Versioned>(size: u32) -> FfiResult<usize> {
     let size = size as usize;
@@ -535,11 +546,18 @@ pub(crate) unsafe fn write_versioned<T: Versioned>(
         .map_err(|_| Fail::invalid(format!("struct_size {struct_size} is too large")))
         .and_then(check_struct_size::<T>)?;
     v.set_size(size as u32);
+    let mut bytes = vec![0u8; size_of::<T>()];
+    let src = (&v as *const T).cast::<u8>();
+    for (off, len) in v.spans() {
+        // SAFETY: a field of `v`: initialized bytes inside it.
+        let field = unsafe { std::slice::from_raw_parts(src.add(off), len) };
+        bytes[off..off + len].copy_from_slice(field);
+    }
     let base = out.cast::<u8>();
     let known = size.min(size_of::<T>());
     // SAFETY: `known <= size` bytes are writable at `base` (the caller's contract).
     unsafe {
-        std::ptr::copy_nonoverlapping((&v as *const T).cast::<u8>(), base, known);
+        std::ptr::copy_nonoverlapping(bytes.as_ptr(), base, known);
         std::ptr::write_bytes(base.add(known), 0, size - known);
     }
     Ok(())
@@ -709,6 +727,59 @@ mod tests {
             // SAFETY: ember_status_name returns a static NUL-terminated string.
             let name = unsafe { CStr::from_ptr(ember_status_name(n)) };
             assert_eq!(name, s.name());
+        }
+    }
+
+    fn check_spans<T: Versioned>(named: usize) {
+        let mut spans = T::defaults().spans();
+        assert_eq!(spans.len(), named, "{}: every field is listed", T::NAME);
+        spans.sort_unstable();
+        assert_eq!(spans[0], (0, 4), "{}: struct_size first", T::NAME);
+        for w in spans.windows(2) {
+            assert!(w[0].0 + w[0].1 <= w[1].0, "{}: fields overlap", T::NAME);
+        }
+        let (off, len) = spans[spans.len() - 1];
+        assert!(off + len <= size_of::<T>());
+        assert_eq!(
+            T::MIN_SIZE,
+            size_of::<T>(),
+            "{}: version 1 is the whole struct",
+            T::NAME
+        );
+        for &b in T::BOOL_OFFSETS {
+            assert!(spans.contains(&(b, 1)), "{}: bool at {b}", T::NAME);
+        }
+    }
+
+    #[test]
+    fn versioned_structs_list_their_fields() {
+        // The counts are the number of fields each struct declares.
+        check_spans::<model::ember_model_params>(5);
+        check_spans::<model::ember_model_info>(10);
+        check_spans::<context::ember_context_params>(6);
+        check_spans::<context::ember_context_info>(9);
+        check_spans::<sampler::ember_sampler_params>(12);
+        check_spans::<generate::ember_generate_params>(9);
+        check_spans::<generate::ember_generate_result>(6);
+    }
+
+    #[test]
+    fn padding_goes_out_as_zeros() {
+        let mut out = [0xAAu8; size_of::<model::ember_model_params>() + 8];
+        // SAFETY: `out` has that many writable bytes.
+        let st = unsafe {
+            write_defaults(
+                out.as_mut_ptr().cast::<model::ember_model_params>(),
+                out.len(),
+            )
+        };
+        assert!(st.is_ok());
+        let spans = model::ember_model_params::defaults().spans();
+        for (i, &b) in out.iter().enumerate() {
+            let in_field = spans.iter().any(|&(o, l)| (o..o + l).contains(&i));
+            if !in_field {
+                assert_eq!(b, 0, "byte {i}");
+            }
         }
     }
 

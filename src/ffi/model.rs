@@ -4,8 +4,8 @@ use std::ffi::{c_char, c_int, c_void};
 use std::mem::{offset_of, size_of};
 
 use super::{
-    ember_status, ffi_call, ffi_void, fill_text, handle, out_ptr, put, read_params, write_defaults,
-    write_out_struct, Fail, FfiResult, OutBuf, Versioned,
+    ember_status, ffi_call, ffi_void, fill_text, handle, out_ptr, put, read_params, spans,
+    write_defaults, write_out_struct, Fail, FfiResult, OutBuf, Versioned,
 };
 use crate::error::Error;
 use crate::model::{Model, ModelParams};
@@ -64,6 +64,9 @@ unsafe impl Versioned for ember_model_params {
     fn set_size(&mut self, size: u32) {
         self.struct_size = size;
     }
+    fn spans(&self) -> Vec<(usize, usize)> {
+        spans!(self, Self; struct_size, use_mmap, use_mlock, progress, progress_user_data)
+    }
 }
 
 /// What a model is: its shape and size. Set `struct_size = sizeof(ember_model_info)`,
@@ -80,6 +83,8 @@ pub struct ember_model_info {
     pub n_layer: u32,
     pub n_head: u32,
     pub n_head_kv: u32,
+    /// Width of the feed-forward layers.
+    pub n_ff: u32,
     /// Number of weights.
     pub n_params: u64,
     /// Bytes of tensor data.
@@ -100,12 +105,16 @@ unsafe impl Versioned for ember_model_info {
             n_layer: 0,
             n_head: 0,
             n_head_kv: 0,
+            n_ff: 0,
             n_params: 0,
             size_bytes: 0,
         }
     }
     fn set_size(&mut self, size: u32) {
         self.struct_size = size;
+    }
+    fn spans(&self) -> Vec<(usize, usize)> {
+        spans!(self, Self; struct_size, n_vocab, n_ctx_train, n_embd, n_layer, n_head, n_head_kv, n_ff, n_params, size_bytes)
     }
 }
 
@@ -316,6 +325,7 @@ pub unsafe extern "C" fn ember_model_get_info(
             n_layer: c.n_layer as u32,
             n_head: c.n_head as u32,
             n_head_kv: c.n_head_kv as u32,
+            n_ff: c.n_ff as u32,
             n_params: m.n_params(),
             size_bytes: m.size_bytes(),
             ..ember_model_info::defaults()

@@ -9,7 +9,7 @@ use super::context::ember_context;
 use super::model::ember_model;
 use super::{
     ember_status, ember_token, ffi_call, ffi_void, handle, out_ptr, put, read_params, slice_arg,
-    write_defaults, Busy, Fail, FfiResult, Versioned,
+    spans, write_defaults, Busy, Fail, FfiResult, Versioned,
 };
 use crate::error::Error;
 use crate::sampling::{Sampler, SamplerParams};
@@ -109,6 +109,9 @@ unsafe impl Versioned for ember_sampler_params {
     }
     fn set_size(&mut self, size: u32) {
         self.struct_size = size;
+    }
+    fn spans(&self) -> Vec<(usize, usize)> {
+        spans!(self, Self; struct_size, temperature, top_k, top_p, min_p, repeat_penalty, frequency_penalty, presence_penalty, penalty_last_n, seed, logit_bias, n_logit_bias)
     }
 }
 

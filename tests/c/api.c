@@ -122,7 +122,7 @@ static void metadata(const ember_model *m) {
     info.struct_size = sizeof info;
     OK(ember_model_get_info(m, &info));
     CHECK(info.n_vocab == N_VOCAB && info.n_embd == 576 && info.n_head == 9 &&
-          info.n_head_kv == 3);
+          info.n_head_kv == 3 && info.n_ff == 1536);
     CHECK(info.n_params > 100000000ull && info.n_params < 200000000ull);
     CHECK(info.size_bytes > 50000000ull);
 

@@ -351,7 +351,8 @@ static void contexts(const ember_model *m) {
     EXPECT(ember_context_get_info(c, &info), EMBER_ERR_INVALID_ARGUMENT);
     info.struct_size = sizeof info;
     OK(ember_context_get_info(c, &info));
-    CHECK(info.n_ctx == 8 && info.n_batch == 8 && info.n_threads == 1 && info.n_vocab == 49152);
+    CHECK(info.n_ctx == 8 && info.n_batch == 8 && info.n_threads == 1 && info.n_vocab == 49152 &&
+          info.n_past == 0 && !info.logits_all && info.size_bytes > 0);
 
     EXPECT(ember_decode(NULL, toks, 1), EMBER_ERR_NULL_ARGUMENT);
     EXPECT(ember_decode(c, NULL, 1), EMBER_ERR_NULL_ARGUMENT);

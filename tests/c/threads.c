@@ -1,7 +1,9 @@
 /*
  * One model, four contexts on four threads generating at the same time: each must give
- * exactly the text it gives when run alone. Seeded temperature sampling makes the output
- * depend on every bit of the logits, so any interference between threads shows.
+ * exactly the tokens it gives when run alone. Seeded temperature sampling makes the
+ * output depend on every bit of the logits, and the contexts' saved states (their tokens,
+ * KV caches and last logits) are compared byte for byte, so any interference between
+ * threads shows.
  *
  * Usage: threads MODEL.gguf [N_TOKENS]
  */
@@ -27,6 +29,8 @@ struct job {
     uint32_t n_tokens;
     char text[2048];
     size_t len;
+    unsigned char *state;
+    size_t state_size;
     ember_status status;
     char error[512];
 };
@@ -64,6 +68,12 @@ static void *run(void *arg) {
     if (j->status == EMBER_OK) j->status = ember_sampler_new(j->model, &sp, &s);
     if (j->status == EMBER_OK)
         j->status = ember_generate(ctx, s, j->prompt, strlen(j->prompt), &gp, append, j, NULL);
+    if (j->status == EMBER_OK) j->status = ember_state_size(ctx, &j->state_size);
+    if (j->status == EMBER_OK) {
+        j->state = malloc(j->state_size);
+        j->status = j->state ? ember_state_save(ctx, j->state, j->state_size, &j->state_size)
+                             : EMBER_ERR_PANIC;
+    }
     snprintf(j->error, sizeof j->error, "%s", ember_last_error());
     ember_sampler_free(s);
     ember_context_free(ctx);
@@ -101,10 +111,16 @@ int main(int argc, char **argv) {
         CHECK(together[i].status == EMBER_OK);
         CHECK(alone[i].len > 0);
         CHECK(strcmp(alone[i].text, together[i].text) == 0);
+        CHECK(alone[i].state_size == together[i].state_size && alone[i].state_size > 0 &&
+              memcmp(alone[i].state, together[i].state, alone[i].state_size) == 0);
         printf("[%d] %s|%s\n", i, PROMPTS[i], together[i].text);
         if (strcmp(alone[i].text, together[i].text) != 0)
             fprintf(stderr, "  alone:    \"%s\"\n  together: \"%s\" (%s)\n", alone[i].text,
                     together[i].text, together[i].error);
+    }
+    for (i = 0; i < N_THREADS; i++) {
+        free(alone[i].state);
+        free(together[i].state);
     }
     ember_model_free(m);
     return report("threads");
