@@ -208,7 +208,7 @@ class Context;
 /// A sampling chain (ember_sampler). One thread at a time; move-only.
 class Sampler {
   public:
-    Sampler(const Model &model, const SamplerParams &params = SamplerParams()) {
+    explicit Sampler(const Model &model, const SamplerParams &params = SamplerParams()) {
         ember_sampler_params p = params;
         p.logit_bias = params.biases.empty() ? params.logit_bias : params.biases.data();
         p.n_logit_bias = params.biases.empty() ? params.n_logit_bias : params.biases.size();
