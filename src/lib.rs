@@ -2,6 +2,7 @@
 //! API and a stable C ABI.
 
 pub mod error;
+pub mod ffi;
 pub mod gguf;
 pub mod kernels;
 pub mod model;

@@ -78,6 +78,8 @@ impl Scratch {
 pub enum Outputs {
     Last,
     All,
+    /// Only fill the cache (all but the last chunk of a long input): no output projection.
+    None,
 }
 
 /// Everything a forward pass mutates.
@@ -300,6 +302,7 @@ pub fn forward(
     let (first, n_out) = match outputs {
         Outputs::Last => (n - 1, 1),
         Outputs::All => (0, n),
+        Outputs::None => return Ok(()),
     };
     let out_norm = w.output_norm.get(file);
     let x = &sc.x[first * d..(first + n_out) * d];

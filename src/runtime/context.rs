@@ -211,6 +211,20 @@ impl Context {
     /// Appends `tokens` to the context; afterwards [`Context::logits`] holds the next-token
     /// logits after the last of them.
     pub fn decode(&mut self, tokens: &[Token]) -> Result<()> {
+        self.clear_abort();
+        self.decode_impl(tokens, Outputs::Last)
+    }
+
+    /// Drops an abort request made while nothing was running: each public entry point
+    /// starts fresh, while the steps inside one call (the tokens of a generation) keep
+    /// seeing a request made between them.
+    pub(crate) fn clear_abort(&self) {
+        self.abort.store(false, Ordering::Relaxed);
+    }
+
+    /// [`Context::decode`] as one step of a longer call: an abort requested since that
+    /// call began stops it.
+    pub(crate) fn decode_step(&mut self, tokens: &[Token]) -> Result<()> {
         self.decode_impl(tokens, Outputs::Last)
     }
 
@@ -229,6 +243,7 @@ impl Context {
                 self.params.n_batch
             )));
         }
+        self.clear_abort();
         self.decode_impl(tokens, Outputs::All)
     }
 
@@ -250,7 +265,7 @@ impl Context {
                 n_ctx: self.params.n_ctx,
             });
         }
-        self.abort.store(false, Ordering::Relaxed);
+        let prev_outputs = self.n_outputs;
         self.n_outputs = 0;
         let start = self.tokens.len();
         let inner = &self.model.inner;
@@ -258,8 +273,8 @@ impl Context {
         let n_chunks = chunks.len();
         for (i, chunk) in chunks.enumerate() {
             let last = i + 1 == n_chunks;
-            // Earlier chunks only fill the cache; their logits are never read.
-            let out = if last { outputs } else { Outputs::Last };
+            // Earlier chunks only fill the cache; their logits would never be read.
+            let out = if last { outputs } else { Outputs::None };
             let mut st = ForwardState {
                 kv: &mut self.kv,
                 scratch: &mut self.scratch,
@@ -270,9 +285,11 @@ impl Context {
             };
             let pos0 = self.tokens.len();
             if let Err(e) = forward::forward(inner, &mut st, chunk, pos0, out) {
-                // The cache rows past n_past are garbage but unreachable: the context is
-                // exactly as it was before this call.
+                // The cache rows past n_past are garbage but unreachable, and only the
+                // last chunk writes logits, after its last layer: the context, logits
+                // included, is exactly as it was before this call.
                 self.tokens.truncate(start);
+                self.n_outputs = prev_outputs;
                 return Err(e);
             }
             self.tokens.extend_from_slice(chunk);

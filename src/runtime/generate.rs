@@ -188,6 +188,7 @@ impl Context {
         sampler: &mut Sampler,
         mut on_piece: impl FnMut(&str) -> Control,
     ) -> Result<GenerateStats> {
+        self.clear_abort();
         let mut stats = GenerateStats {
             prompt_tokens: prompt.len(),
             ..Default::default()
@@ -217,7 +218,7 @@ impl Context {
         let tok = model.tokenizer();
         let t0 = Instant::now();
         if !prompt.is_empty() {
-            self.decode(prompt)?;
+            self.decode_step(prompt)?;
         }
         stats.prompt_time = t0.elapsed();
         for &t in prompt {
@@ -268,7 +269,7 @@ impl Context {
                 }
                 self.make_room(params.n_keep, 1)?;
             }
-            self.decode(&[t])?;
+            self.decode_step(&[t])?;
         }
         if stop != Some(StopReason::StopString) && stop != Some(StopReason::Callback) {
             stream.flush(|s| {

@@ -287,10 +287,30 @@ impl Context {
         std::fs::write(path, self.save_state()).map_err(|e| Error::io(path.display(), e))
     }
 
-    /// Loads a state saved with [`Context::save_state_file`].
+    /// The size of the largest state this context can hold (every position filled).
+    pub fn max_state_size(&self) -> usize {
+        let n = self.n_ctx();
+        let (kb, vb) = self.kv_row_bytes();
+        HEADER + 4 * n + self.kv.layers.len() * n * (kb + vb) + 4 * self.model().n_vocab() + 8
+    }
+
+    /// Loads a state saved with [`Context::save_state_file`]. A file larger than any state
+    /// this context can hold is refused before it is read (it may be huge or endless).
     pub fn load_state_file(&mut self, path: impl AsRef<Path>) -> Result<()> {
+        use std::io::Read;
         let path = path.as_ref();
-        let data = std::fs::read(path).map_err(|e| Error::io(path.display(), e))?;
+        let file = std::fs::File::open(path).map_err(|e| Error::io(path.display(), e))?;
+        let max = self.max_state_size();
+        let mut data = Vec::new();
+        file.take(max as u64 + 1)
+            .read_to_end(&mut data)
+            .map_err(|e| Error::io(path.display(), e))?;
+        if data.len() > max {
+            return Err(Error::State(format!(
+                "{} is larger than any state of this context ({max} bytes)",
+                path.display()
+            )));
+        }
         self.load_state(&data)
     }
 }
