@@ -1,8 +1,7 @@
 //! Context behaviour on a real model: KV cache bounds, context shift, state save/load,
 //! abort, shared models across threads.
 
-#[path = "common/models.rs"]
-mod models;
+mod common;
 
 use std::sync::OnceLock;
 
@@ -12,7 +11,7 @@ use ember::{Context, ContextParams, Error, Model, ModelParams, Token};
 fn smollm() -> &'static Model {
     static M: OnceLock<Model> = OnceLock::new();
     M.get_or_init(|| {
-        Model::load(models::model_path("smollm2"), &ModelParams::default()).expect("load SmolLM2")
+        Model::load(common::model("smollm2"), &ModelParams::default()).expect("load SmolLM2")
     })
 }
 

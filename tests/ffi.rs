@@ -5,8 +5,7 @@
 //! tools/test-c-abi goes further (release build, AddressSanitizer, Valgrind, threads,
 //! examples, CMake and pkg-config); this file is what `cargo test` checks everywhere.
 
-#[path = "common/models.rs"]
-mod models;
+mod common;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -197,7 +196,7 @@ fn c_misuse_test_passes() {
         .arg(format!("-l:libember.so.{}", ember::ffi::EMBER_ABI_VERSION))
         .arg(format!("-Wl,-rpath,{}", dir.display()))
         .arg("-lm"));
-    let model = models::model_path("smollm2");
+    let model = common::model("smollm2");
     let out = run(Command::new(&exe).arg(&model).arg(&dir));
     assert!(out.contains(" 0 failed"), "{out}");
     let _ = std::fs::remove_dir_all(&dir);

@@ -2,8 +2,7 @@
 //! when the context is created. A counting global allocator watches 64 tokens of
 //! generation after a warm-up, across all threads (the worker pool included).
 
-#[path = "common/models.rs"]
-mod models;
+mod common;
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -98,7 +97,7 @@ fn check(model: &Model, sampler: SamplerParams, n_threads: usize) {
 #[test]
 fn generation_allocates_nothing() {
     for name in ["smollm2", "gemma3"] {
-        let model = Model::load(models::model_path(name), &ModelParams::default()).unwrap();
+        let model = Model::load(common::model(name), &ModelParams::default()).unwrap();
         check(&model, SamplerParams::greedy(), 2);
         check(
             &model,

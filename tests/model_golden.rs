@@ -1,0 +1,192 @@
+//! ember's forward pass against llama.cpp's on both real models, through committed
+//! fixtures (tests/fixtures/model, made by tools/make-model-fixtures from the reference).
+//!
+//! What can be asked of two engines that quantize activations to 8 bits before every
+//! matrix product: the fixture's `self_check` records llama.cpp against itself (one batch
+//! vs token by token): 96.6% / 95.5% top-1 agreement, mean KL 0.0035 / 0.0058, and
+//! greedy runs that part at near-ties. A one-ulp difference anywhere flips some 8-bit
+//! roundings and compounds through the layers, so no engine that is not bit-identical to
+//! llama.cpp's x86 build agrees with it on every near-tie. The bars below therefore are:
+//! - mean KL(llama.cpp || ember) < 0.01 (the issue's bar);
+//! - perplexity within 1% of llama-perplexity (the issue's bar);
+//! - top-1: at least 95% literal agreement, and 98% counting positions where llama.cpp's
+//!   own top-2 were within 0.25 nats (llama.cpp scores 99.8% on that against itself);
+//! - greedy: wherever a 32-token continuation departs from llama.cpp's, llama.cpp's own
+//!   top-2 margin there is below 0.5 (a near-tie), and at least 5 of 10 are identical.
+//!
+//! EMBER_GOLDEN_PROMPTS=N limits the prompts checked (the emulated ARM runs use it).
+
+mod common;
+
+use common::golden::{compare_greedy, compare_teacher_forced, load_model_fixture, Fixture};
+use ember::runtime::perplexity::perplexity;
+use ember::sampling::argmax;
+use ember::{Context, ContextParams, Model, ModelParams};
+
+fn n_prompts(fx: &Fixture) -> usize {
+    std::env::var("EMBER_GOLDEN_PROMPTS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(fx.prompts.len())
+        .min(fx.prompts.len())
+}
+
+fn load(name: &str) -> (Model, Fixture) {
+    let fx = load_model_fixture(name).expect("fixture");
+    let model = Model::load(common::model(name), &ModelParams::default()).expect("model");
+    assert_eq!(model.n_vocab(), fx.model.n_vocab);
+    (model, fx)
+}
+
+fn teacher_forced(name: &str) {
+    let (model, fx) = load(name);
+    let n_vocab = model.n_vocab();
+    let mut ctx = Context::new(
+        &model,
+        ContextParams {
+            n_ctx: 256,
+            n_batch: 256,
+            logits_all: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let (mut positions, mut agree, mut near, mut kl_sum, mut max_kl) =
+        (0usize, 0usize, 0usize, 0.0f64, 0.0f64);
+    for p in &fx.prompts[..n_prompts(&fx)] {
+        let tf = &p.teacher_forced;
+        ctx.reset();
+        ctx.decode_all(&tf.tokens).unwrap();
+        let mut rows = Vec::with_capacity(tf.positions.len() * n_vocab);
+        for i in 0..tf.positions.len() {
+            rows.extend_from_slice(ctx.logits_ith(i).unwrap());
+        }
+        let r = compare_teacher_forced(tf, &rows, n_vocab).unwrap();
+        eprintln!(
+            "{name} {}: top-1 {}/{} (within 0.25 nats: {:.3}), mean KL {:.5}, max KL {:.4}",
+            p.name,
+            r.top1_agree,
+            r.positions,
+            r.top1_agreement_within(0.25),
+            r.mean_kl,
+            r.max_kl
+        );
+        positions += r.positions;
+        agree += r.top1_agree;
+        near += (r.top1_agreement_within(0.25) * r.positions as f64).round() as usize;
+        kl_sum += r.mean_kl * r.positions as f64;
+        max_kl = max_kl.max(r.max_kl);
+    }
+    let top1 = agree as f64 / positions as f64;
+    let within = near as f64 / positions as f64;
+    let mean_kl = kl_sum / positions as f64;
+    eprintln!(
+        "{name}: top-1 agreement {top1:.4} ({agree}/{positions}), within 0.25 nats {within:.4}, mean KL {mean_kl:.5}, max KL {max_kl:.4} \
+         (llama.cpp vs itself: top-1 {:.4}, mean KL {:.5})",
+        fx.self_check.top1_agreement, fx.self_check.mean_coarse_kl
+    );
+    assert!(mean_kl < 0.01, "{name}: mean KL {mean_kl} >= 0.01");
+    assert!(top1 >= 0.95, "{name}: top-1 agreement {top1} < 0.95");
+    assert!(
+        within >= 0.98,
+        "{name}: top-1 agreement counting near-ties {within} < 0.98"
+    );
+}
+
+fn greedy(name: &str) {
+    let (model, fx) = load(name);
+    let mut ctx = Context::new(
+        &model,
+        ContextParams {
+            n_ctx: 128,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let n = n_prompts(&fx);
+    let mut identical = 0;
+    for p in &fx.prompts[..n] {
+        let g = &p.greedy;
+        ctx.reset();
+        ctx.decode(&g.prompt).unwrap();
+        let mut out = Vec::with_capacity(g.tokens.len());
+        for _ in 0..g.tokens.len() {
+            let t = argmax(ctx.logits());
+            out.push(t);
+            ctx.decode(&[t]).unwrap();
+        }
+        let r = compare_greedy(g, &out);
+        eprintln!("{name} {}: {:?}", p.name, r);
+        if r.identical {
+            identical += 1;
+        }
+        assert!(
+            r.identical_or_near_tie(0.5),
+            "{name} {}: greedy departs from llama.cpp where its margin was {:?} (not a near-tie)",
+            p.name,
+            r.llama_margin_at_divergence
+        );
+    }
+    eprintln!("{name}: {identical}/{n} greedy continuations identical to llama.cpp's");
+    assert!(
+        identical * 2 >= n,
+        "{name}: only {identical}/{n} greedy continuations identical"
+    );
+}
+
+fn ppl(name: &str) {
+    let (model, fx) = load(name);
+    let p = &fx.perplexity;
+    let bos = if p.bos_replaces_first_token {
+        Some(fx.model.bos)
+    } else {
+        None
+    };
+    let r = perplexity(&model, &p.tokens, p.n_ctx, 0, bos).unwrap();
+    assert_eq!(r.chunks.len(), p.n_chunk);
+    let rel = (r.ppl - p.llama_final).abs() / p.llama_final;
+    eprintln!(
+        "{name}: perplexity {:.4} vs llama-perplexity {:.4} ({:+.3}%), running {:?}",
+        r.ppl,
+        p.llama_final,
+        100.0 * (r.ppl - p.llama_final) / p.llama_final,
+        r.chunks
+    );
+    assert!(
+        rel < 0.01,
+        "{name}: perplexity {} is {:.2}% from llama.cpp's {}",
+        r.ppl,
+        rel * 100.0,
+        p.llama_final
+    );
+}
+
+#[test]
+fn smollm2_teacher_forced() {
+    teacher_forced("smollm2");
+}
+
+#[test]
+fn gemma3_teacher_forced() {
+    teacher_forced("gemma3");
+}
+
+#[test]
+fn smollm2_greedy() {
+    greedy("smollm2");
+}
+
+#[test]
+fn gemma3_greedy() {
+    greedy("gemma3");
+}
+
+#[test]
+fn smollm2_perplexity() {
+    ppl("smollm2");
+}
+
+#[test]
+fn gemma3_perplexity() {
+    ppl("gemma3");
+}
