@@ -1,6 +1,7 @@
 //! AArch64 kernel sets: baseline NEON, NEON with dotprod, and with i8mm for prefill.
 
 mod dotprod;
+mod i8mm;
 mod neon;
 
 use half::f16;
@@ -115,6 +116,46 @@ macro_rules! mats {
 const NEON_MATS: [Option<MatFns>; N_TYPES] = mats!(Neon);
 const DOTPROD_MATS: [Option<MatFns>; N_TYPES] = mats!(Sdot);
 
+/// The dotprod matrix-vector kernel with an i8mm prefill kernel.
+macro_rules! mm {
+    ($m:ident, $ty:ident, $w:ty, $gemm:ident, $tr:ident) => {{
+        fn g(w: &[u8], act: &[u8], k: usize, ng: usize, out: &mut [f32]) {
+            check(
+                <$w as $tr>::TY,
+                w,
+                act.len(),
+                k,
+                gemm_rows(out, ng),
+                ng * GROUP,
+            );
+            let bs = <$w as $tr>::TY.block_size();
+            // SAFETY: sizes checked; this table exists only on CPUs with i8mm and dotprod.
+            unsafe { i8mm::$gemm::<$w>(w.as_ptr(), act.as_ptr(), k / bs, ng, out) }
+        }
+        if let Some(f) = $m[GgmlType::$ty as usize] {
+            $m[GgmlType::$ty as usize] = Some(MatFns {
+                vec: f.vec,
+                gemm: g,
+            });
+        }
+    }};
+}
+
+const I8MM_MATS: [Option<MatFns>; N_TYPES] = {
+    let mut m = DOTPROD_MATS;
+    mm!(m, Q4_0, Q4_0, gemm_leg_mm, Leg);
+    mm!(m, Q4_1, Q4_1, gemm_leg_mm, Leg);
+    mm!(m, Q5_0, Q5_0, gemm_leg_mm, Leg);
+    mm!(m, Q5_1, Q5_1, gemm_leg_mm, Leg);
+    mm!(m, Q8_0, Q8_0, gemm_leg_mm, Leg);
+    mm!(m, Q2_K, Q2K, gemm_k_mm, KQuant);
+    mm!(m, Q3_K, Q3K, gemm_k_mm, KQuant);
+    mm!(m, Q4_K, Q4K, gemm_k_mm, KQuant);
+    mm!(m, Q5_K, Q5K, gemm_k_mm, KQuant);
+    mm!(m, Q6_K, Q6K, gemm_k_mm, KQuant);
+    m
+};
+
 fn quantize_entry(fmt: ActFormat, x: &[f32], k: usize, group: bool, out: &mut [u8]) {
     let nt = if group { GROUP } else { 1 };
     assert!(k % fmt.block() == 0 && x.len() == nt * k && out.len() >= nt * act::row_bytes(fmt, k));
@@ -168,9 +209,24 @@ static DOTPROD: Kernels = Kernels {
     axpy_f16,
 };
 
+/// Dotprod kernels with `smmla` prefill (ARMv8.6 i8mm: Cortex-A510/A710+, Apple M2+).
+static I8MM: Kernels = Kernels {
+    name: "i8mm",
+    mats: I8MM_MATS,
+    quant: quantize_entry,
+    dot_f32,
+    dot_f16,
+    axpy_f32,
+    axpy_f16,
+};
+
 pub(super) fn available() -> Vec<&'static Kernels> {
     let mut v: Vec<&'static Kernels> = Vec::new();
-    if std::arch::is_aarch64_feature_detected!("dotprod") {
+    let dotprod = std::arch::is_aarch64_feature_detected!("dotprod");
+    if dotprod && std::arch::is_aarch64_feature_detected!("i8mm") {
+        v.push(&I8MM);
+    }
+    if dotprod {
         v.push(&DOTPROD);
     }
     v.push(&NEON);

@@ -668,7 +668,7 @@ unsafe fn min_dot1(bs: *const u8, mn: &[i32; 16]) -> i32 {
 
 /// Σ mn[g] · bsum[g][t] for a group (sums laid out `[pair][token][2]`), lanes = tokens.
 #[inline(always)]
-unsafe fn min_dot4(bs: *const u8, mn: &[i32; 16]) -> int32x4_t {
+pub(super) unsafe fn min_dot4(bs: *const u8, mn: &[i32; 16]) -> int32x4_t {
     let mut acc = vdupq_n_s32(0);
     for i in 0..8 {
         // SAFETY: 128 readable bytes of sums at `bs` (caller).
