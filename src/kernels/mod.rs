@@ -19,6 +19,8 @@ mod x86;
 mod aarch64;
 
 #[cfg(test)]
+mod alloc_tests;
+#[cfg(test)]
 mod tests;
 
 use std::sync::OnceLock;

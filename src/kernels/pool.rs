@@ -71,6 +71,12 @@ thread_local! {
     static WORKER: Cell<(usize, usize)> = const { Cell::new((0, 0)) };
 }
 
+/// The id of the pool the current thread works for (or runs an operation of), 0 if none.
+#[cfg(test)]
+pub(crate) fn current_pool_id() -> usize {
+    WORKER.with(|w| w.get().0)
+}
+
 /// The worker threads of one context. Every parallel operation of a forward pass runs on
 /// it; the thread that calls [`Pool::run`] takes part as thread 0.
 pub struct Pool {
@@ -141,6 +147,12 @@ impl Pool {
     /// Threads taking part in each operation, the caller's included.
     pub fn n_threads(&self) -> usize {
         self.n_threads
+    }
+
+    /// Identifies this pool's worker threads (see [`current_pool_id`]).
+    #[cfg(test)]
+    pub(crate) fn id(&self) -> usize {
+        self.shared.id
     }
 
     /// Runs `f(task, thread)` for every task in `0..n_tasks`, spread over the threads,
