@@ -6,7 +6,12 @@
 //! ```
 //! Weights come from the model files when they are in `--models` (default
 //! `$EMBER_MODELS_DIR`, else `models/`), otherwise random blocks of the same type.
-//! `EMBER_KERNELS` selects the kernel set. Prints time per call, weight bandwidth (GB/s)
+//! `EMBER_KERNELS` selects the kernel set.
+//!
+//! `--model smollm2|gemma3` instead runs every matrix product of one forward pass of the
+//! real model (all layers and the output) for `--tokens` tokens and reports tokens/s for
+//! the products alone: the ceiling the rest of the forward pass eats into. `--pool`
+//! reports the cost of one empty parallel operation. Prints time per call, weight bandwidth (GB/s)
 //! and arithmetic rate (GFLOP/s, 2 per multiply-add, activation quantization included).
 //! With one thread the time is the thread's CPU time (other processes on a shared
 //! machine do not inflate it); with more, wall time.
@@ -180,6 +185,8 @@ fn main() {
     let mut filter = String::new();
     let mut min_ms = 300.0f64;
     let mut force_random = false;
+    let mut model = String::new();
+    let mut pool_only = false;
     let mut dir =
         PathBuf::from(std::env::var("EMBER_MODELS_DIR").unwrap_or_else(|_| "models".into()));
     let mut args = std::env::args().skip(1);
@@ -192,6 +199,8 @@ fn main() {
             "--min-ms" => min_ms = val().parse().unwrap_or(min_ms),
             "--models" => dir = PathBuf::from(val()),
             "--random" => force_random = true,
+            "--model" => model = val(),
+            "--pool" => pool_only = true,
             other => {
                 eprintln!("unknown argument {other}");
                 std::process::exit(2);
@@ -200,6 +209,12 @@ fn main() {
     }
     let kernels = Kernels::detect();
     println!("kernels: {}", kernels.name);
+    if pool_only {
+        return bench_pool(&threads);
+    }
+    if !model.is_empty() {
+        return bench_model(&model, &dir, &threads, &tokens, min_ms, kernels);
+    }
     let files: Vec<(&str, Option<GgufFile>)> = [SMOL, GEMMA]
         .iter()
         .map(|f| (*f, GgufFile::open(dir.join(f)).ok()))
@@ -283,6 +298,112 @@ fn main() {
                     gflops
                 );
             }
+        }
+    }
+}
+
+fn bench_pool(threads: &[usize]) {
+    for &n in threads {
+        let pool = Pool::new(n).expect("pool");
+        let sink = std::sync::atomic::AtomicUsize::new(0);
+        let op = || {
+            pool.run(n, &|t, _| {
+                sink.fetch_add(t, std::sync::atomic::Ordering::Relaxed);
+            })
+        };
+        for _ in 0..1000 {
+            op();
+        }
+        let mut best = f64::INFINITY;
+        for _ in 0..5 {
+            let t = Instant::now();
+            for _ in 0..20_000 {
+                op();
+            }
+            best = best.min(t.elapsed().as_secs_f64() / 20_000.0);
+        }
+        println!("pool threads={n}: {:.2} us per empty operation", best * 1e6);
+    }
+}
+
+fn bench_model(
+    name: &str,
+    dir: &std::path::Path,
+    threads: &[usize],
+    tokens: &[usize],
+    min_ms: f64,
+    k: &Kernels,
+) {
+    let file = match name {
+        "smollm2" => SMOL,
+        "gemma3" => GEMMA,
+        other => {
+            eprintln!("unknown model {other}");
+            std::process::exit(2);
+        }
+    };
+    let f = GgufFile::open(dir.join(file)).expect("model file (run tools/fetch-models)");
+    let mut mats: Vec<Matrix<'_>> = Vec::new();
+    for t in f.tensors() {
+        let is_mat = t.name.starts_with("blk.") && !t.name.contains("norm") && t.n_dims == 2;
+        if is_mat
+            || t.name == "token_embd.weight" && f.tensor("output.weight").is_none()
+            || t.name == "output.weight"
+        {
+            mats.push(Matrix {
+                ty: t.ty,
+                rows: t.n_rows() as usize,
+                cols: t.dims[0] as usize,
+                data: f.tensor_data(t),
+            });
+        }
+    }
+    let bytes: usize = mats.iter().map(|m| m.data.len()).sum();
+    let max_cols = mats.iter().map(|m| m.cols).max().unwrap_or(0);
+    let max_rows = mats.iter().map(|m| m.rows).max().unwrap_or(0);
+    println!(
+        "{name}: {} matrices, {:.1} MiB",
+        mats.len(),
+        bytes as f64 / (1 << 20) as f64
+    );
+    for &n_tok in tokens {
+        let x: Vec<f32> = (0..n_tok * max_cols)
+            .map(|i| ((i * 7919 % 1000) as f32 - 500.0) * 1e-3)
+            .collect();
+        let mut act = vec![0u8; n_tok * max_cols * 4];
+        let mut out = vec![0f32; n_tok * max_rows];
+        for &n in threads {
+            let pool = Pool::new(n).expect("pool");
+            let pass = |act: &mut [u8], out: &mut [f32]| {
+                for m in &mats {
+                    // Prefill needs logits for the last token only.
+                    let nt = if m.rows > 100_000 || m.rows == max_rows {
+                        1
+                    } else {
+                        n_tok
+                    };
+                    matmul(&pool, k, m, &x[..nt * m.cols], nt, act, out).expect("matmul");
+                }
+            };
+            pass(&mut act, &mut out);
+            let mut best = f64::INFINITY;
+            let start = Instant::now();
+            while start.elapsed().as_secs_f64() * 1e3 < min_ms.max(1.0) * 3.0 {
+                let c = thread_cpu();
+                let t = Instant::now();
+                pass(&mut act, &mut out);
+                let mut el = t.elapsed().as_secs_f64();
+                // One thread: CPU time, as in the per-shape table.
+                if let (1, Some(c0), Some(c1)) = (n, c, thread_cpu()) {
+                    el = c1 - c0;
+                }
+                best = best.min(el);
+            }
+            println!(
+                "{name} n_tok={n_tok:<4} threads={n}: {:8.2} ms per pass, {:8.1} tok/s (matrix products only)",
+                best * 1e3,
+                n_tok as f64 / best
+            );
         }
     }
 }

@@ -563,3 +563,62 @@ fn pool_dropped_before_workers_start() {
         }
     }
 }
+
+#[test]
+fn matmul_many_matches_separate_products() {
+    let mut rng = Rng::new(8);
+    let pool = Pool::new(2).unwrap();
+    for k in Kernels::available() {
+        for (tys, cols) in [
+            (&[GgmlType::Q4_1, GgmlType::Q4_1, GgmlType::Q4_1][..], 96),
+            (&[GgmlType::Q5_0, GgmlType::Q8_0, GgmlType::Q4_0][..], 64),
+            (&[GgmlType::Q4_K, GgmlType::Q6_K][..], 256),
+            (&[GgmlType::F16, GgmlType::F32][..], 40),
+        ] {
+            let rows = [40, 12, 7];
+            let ws: Vec<Vec<u8>> = tys
+                .iter()
+                .zip(rows)
+                .map(|(&ty, r)| random_weights(&mut rng, ty, r, cols))
+                .collect();
+            let ms: Vec<Matrix> = tys
+                .iter()
+                .zip(rows)
+                .zip(&ws)
+                .map(|((&ty, r), w)| Matrix::new(ty, r, cols, w).unwrap())
+                .collect();
+            let refs: Vec<&Matrix> = ms.iter().collect();
+            for n_tok in [1, 6, 9] {
+                let x = random_acts(&mut rng, n_tok * cols);
+                let mut act = vec![0u8; n_tok * cols * 4];
+                let mut outs: Vec<Vec<f32>> =
+                    ms.iter().map(|m| vec![0f32; n_tok * m.rows]).collect();
+                let mut views: Vec<&mut [f32]> = outs.iter_mut().map(|o| &mut o[..]).collect();
+                matmul_many(&pool, k, &refs, &x, n_tok, &mut act, &mut views).unwrap();
+                for (m, got) in ms.iter().zip(&outs) {
+                    let mut want = vec![0f32; n_tok * m.rows];
+                    matmul(&pool, k, m, &x, n_tok, &mut act, &mut want).unwrap();
+                    assert_eq!(got, &want, "{} {} n_tok={n_tok}", k.name, m.ty);
+                }
+            }
+        }
+    }
+    // Mixed activation formats are refused.
+    let w1 = random_weights(&mut rng, GgmlType::Q4_1, 4, 256);
+    let w2 = random_weights(&mut rng, GgmlType::Q4_K, 4, 256);
+    let m1 = Matrix::new(GgmlType::Q4_1, 4, 256, &w1).unwrap();
+    let m2 = Matrix::new(GgmlType::Q4_K, 4, 256, &w2).unwrap();
+    let x = vec![0f32; 256];
+    let mut act = vec![0u8; 2048];
+    let (mut o1, mut o2) = (vec![0f32; 4], vec![0f32; 4]);
+    let r = matmul_many(
+        &pool,
+        Kernels::detect(),
+        &[&m1, &m2],
+        &x,
+        1,
+        &mut act,
+        &mut [&mut o1, &mut o2],
+    );
+    assert!(r.is_err());
+}

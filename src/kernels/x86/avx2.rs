@@ -264,58 +264,60 @@ unsafe fn leg_dot<W: Leg>(p: *const u8, a: __m256i) -> __m256i {
 
 const PF: usize = 1024;
 
-/// Matrix-vector product over legacy blocks, two rows at a time so each activation load
-/// and scale serves both.
+/// Matrix-vector product over legacy blocks, `VEC_ROWS` rows at a time so each
+/// activation load and scale serves several rows, then one at a time.
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn vec_leg<W: Leg>(w: *const u8, act: *const u8, nb: usize, out: &mut [f32]) {
-    let rb = nb * W::BYTES;
-    let qs = act.wrapping_add(nb * 8);
     let rows = out.len();
     let mut r = 0;
-    while r + 2 <= rows {
-        let (r0, r1) = (w.wrapping_add(r * rb), w.wrapping_add((r + 1) * rb));
-        let (mut acc0, mut acc1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
-        let (mut m0, mut m1) = (_mm_setzero_ps(), _mm_setzero_ps());
-        for b in 0..nb {
-            // SAFETY: block `b` of rows r and r+1 and of the activations are in bounds
-            // (sizes checked by the wrapper).
-            unsafe {
-                let das = _mm_castpd_ps(_mm_load_sd(act.add(b * 8).cast()));
-                let a = load256(qs.add(b * QK));
-                let (p0, p1) = (r0.add(b * W::BYTES), r1.add(b * W::BYTES));
-                _mm_prefetch::<_MM_HINT_T0>(p0.wrapping_add(PF).cast());
-                _mm_prefetch::<_MM_HINT_T0>(p1.wrapping_add(PF).cast());
-                let s0 = _mm_mul_ps(W::dm(p0), das);
-                let s1 = _mm_mul_ps(W::dm(p1), das);
-                m0 = _mm_add_ps(m0, s0);
-                m1 = _mm_add_ps(m1, s1);
-                let i0 = _mm256_cvtepi32_ps(leg_dot::<W>(p0, a));
-                let i1 = _mm256_cvtepi32_ps(leg_dot::<W>(p1, a));
-                acc0 = _mm256_fmadd_ps(i0, _mm256_broadcastss_ps(s0), acc0);
-                acc1 = _mm256_fmadd_ps(i1, _mm256_broadcastss_ps(s1), acc1);
-            }
-        }
-        out[r] = hsum_ps(acc0) + min_term::<W>(m0);
-        out[r + 1] = hsum_ps(acc1) + min_term::<W>(m1);
-        r += 2;
+    while r + VEC_ROWS <= rows {
+        // SAFETY: rows r..r+VEC_ROWS are in bounds (wrapper checks).
+        unsafe { vec_leg_rows::<W, VEC_ROWS>(w, act, nb, r, &mut out[r..r + VEC_ROWS]) };
+        r += VEC_ROWS;
     }
-    if r < rows {
-        let r0 = w.wrapping_add(r * rb);
-        let mut acc0 = _mm256_setzero_ps();
-        let mut m0 = _mm_setzero_ps();
-        for b in 0..nb {
-            // SAFETY: as above, for the last row.
-            unsafe {
-                let das = _mm_castpd_ps(_mm_load_sd(act.add(b * 8).cast()));
-                let a = load256(qs.add(b * QK));
-                let p0 = r0.add(b * W::BYTES);
-                let s0 = _mm_mul_ps(W::dm(p0), das);
-                m0 = _mm_add_ps(m0, s0);
-                let i0 = _mm256_cvtepi32_ps(leg_dot::<W>(p0, a));
-                acc0 = _mm256_fmadd_ps(i0, _mm256_broadcastss_ps(s0), acc0);
+    while r < rows {
+        // SAFETY: as above, one row.
+        unsafe { vec_leg_rows::<W, 1>(w, act, nb, r, &mut out[r..r + 1]) };
+        r += 1;
+    }
+}
+
+const VEC_ROWS: usize = 4;
+
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+unsafe fn vec_leg_rows<W: Leg, const NR: usize>(
+    w: *const u8,
+    act: *const u8,
+    nb: usize,
+    r0: usize,
+    out: &mut [f32],
+) {
+    let rb = nb * W::BYTES;
+    let qs = act.wrapping_add(nb * 8);
+    let mut rowp = [w; NR];
+    for (i, p) in rowp.iter_mut().enumerate() {
+        *p = w.wrapping_add((r0 + i) * rb);
+    }
+    let mut acc = [_mm256_setzero_ps(); NR];
+    let mut m = [_mm_setzero_ps(); NR];
+    for b in 0..nb {
+        // SAFETY: block `b` of each row and of the activations are in bounds (wrapper).
+        unsafe {
+            let das = _mm_castpd_ps(_mm_load_sd(act.add(b * 8).cast()));
+            let a = load256(qs.add(b * QK));
+            for i in 0..NR {
+                let p = rowp[i].add(b * W::BYTES);
+                _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(PF).cast());
+                let s = _mm_mul_ps(W::dm(p), das);
+                m[i] = _mm_add_ps(m[i], s);
+                let v = _mm256_cvtepi32_ps(leg_dot::<W>(p, a));
+                acc[i] = _mm256_fmadd_ps(v, _mm256_broadcastss_ps(s), acc[i]);
             }
         }
-        out[r] = hsum_ps(acc0) + min_term::<W>(m0);
+    }
+    for i in 0..NR {
+        out[i] = hsum_ps(acc[i]) + min_term::<W>(m[i]);
     }
 }
 
