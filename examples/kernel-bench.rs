@@ -187,6 +187,7 @@ fn main() {
     let mut force_random = false;
     let mut model = String::new();
     let mut pool_only = false;
+    let mut custom: Vec<Shape> = Vec::new();
     let mut dir =
         PathBuf::from(std::env::var("EMBER_MODELS_DIR").unwrap_or_else(|_| "models".into()));
     let mut args = std::env::args().skip(1);
@@ -201,6 +202,29 @@ fn main() {
             "--random" => force_random = true,
             "--model" => model = val(),
             "--pool" => pool_only = true,
+            "--shape" => {
+                // TYPE:ROWS:COLS, random weights.
+                let v = val();
+                let p: Vec<&str> = v.split(':').collect();
+                let ty = p.first().and_then(|t| GgmlType::from_name(t));
+                let (r, c) = (
+                    p.get(1).and_then(|x| x.parse().ok()),
+                    p.get(2).and_then(|x| x.parse().ok()),
+                );
+                match (ty, r, c) {
+                    (Some(ty), Some(rows), Some(cols)) => custom.push(Shape {
+                        name: "custom",
+                        ty,
+                        rows,
+                        cols,
+                        src: None,
+                    }),
+                    _ => {
+                        eprintln!("--shape wants TYPE:ROWS:COLS, got {v}");
+                        std::process::exit(2);
+                    }
+                }
+            }
             other => {
                 eprintln!("unknown argument {other}");
                 std::process::exit(2);
@@ -228,7 +252,8 @@ fn main() {
         "shape", "type", "tok", "thr", "us/call", "GB/s", "GFLOP/s"
     );
     let mut seed = 0x1234_5678_9abc_def1u64;
-    for sh in shapes() {
+    let list = if custom.is_empty() { shapes() } else { custom };
+    for sh in list {
         if !sh.name.contains(&filter) {
             continue;
         }

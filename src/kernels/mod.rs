@@ -448,7 +448,7 @@ pub fn matmul_quantized(
 
 /// Rows per prefill task, and token groups per prefill task (bounds the stack tile).
 const TASK_ROWS: usize = 16;
-const TASK_GROUPS: usize = 8;
+const TASK_GROUPS: usize = 16;
 
 fn matmul_act(
     pool: &Pool,

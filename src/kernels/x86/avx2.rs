@@ -417,6 +417,10 @@ unsafe fn gemm_leg_row<W: Leg, const NG: usize>(
 /// Groups of tokens for legacy blocks: pairs of groups per weight pass, then the rest.
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn gemm_leg<W: Leg>(w: *const u8, act: *const u8, nb: usize, ng: usize, out: &mut [f32]) {
+    if !W::SIGNED && nb * SCR_BLOCK <= SCR_BYTES {
+        // SAFETY: forwarded; same preconditions.
+        return unsafe { gemm_leg_scratch::<W>(w, act, nb, ng, out) };
+    }
     let rb = nb * W::BYTES;
     let gstride = GROUP * nb * Q8_BLOCK;
     let rows = out.len() / (ng * GROUP);
@@ -443,6 +447,141 @@ unsafe fn gemm_leg<W: Leg>(w: *const u8, act: *const u8, nb: usize, ng: usize, o
         }
         g += if two { 2 } else { 1 };
     }
+}
+
+/// Bytes of unpacked weights per block in the prefill scratch: the 4 `vpshufd`
+/// broadcasts of its quants, then d and m as f32 in a fifth 32-byte slot.
+const SCR_BLOCK: usize = 160;
+const SCR_BYTES: usize = 16 * 1024;
+
+/// Prefill for unsigned legacy blocks: unpacks a few rows once into an L1-resident
+/// scratch, already broadcast for every step, then sweeps all the token groups of the
+/// call over them; the inner loop is loads, `vpmaddubsw` and the scaling.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn gemm_leg_scratch<W: Leg>(
+    w: *const u8,
+    act: *const u8,
+    nb: usize,
+    ng: usize,
+    out: &mut [f32],
+) {
+    let rb = nb * W::BYTES;
+    let gstride = GROUP * nb * Q8_BLOCK;
+    let rows = out.len() / (ng * GROUP);
+    let rc = (SCR_BYTES / (nb * SCR_BLOCK)).max(1);
+    let mut scr = [std::mem::MaybeUninit::<__m256i>::uninit(); SCR_BYTES / 32];
+    let sp = scr.as_mut_ptr().cast::<u8>();
+    let mut r0 = 0;
+    while r0 < rows {
+        let nr = rc.min(rows - r0);
+        for r in 0..nr {
+            let row = w.wrapping_add((r0 + r) * rb);
+            for b in 0..nb {
+                // SAFETY: block b of the row is in bounds (wrapper); the scratch slot
+                // (r * nb + b) * SCR_BLOCK + 160 <= nr * nb * SCR_BLOCK <= SCR_BYTES.
+                unsafe {
+                    let p = row.add(b * W::BYTES);
+                    let q = W::unpack(p);
+                    let o = sp.add((r * nb + b) * SCR_BLOCK);
+                    _mm256_storeu_si256(o.cast(), _mm256_shuffle_epi32(q, 0x00));
+                    _mm256_storeu_si256(o.add(32).cast(), _mm256_shuffle_epi32(q, 0x55));
+                    _mm256_storeu_si256(o.add(64).cast(), _mm256_shuffle_epi32(q, 0xAA));
+                    _mm256_storeu_si256(o.add(96).cast(), _mm256_shuffle_epi32(q, 0xFF));
+                    _mm_storeu_ps(o.add(128).cast(), W::dm(p));
+                }
+            }
+        }
+        let mut g = 0;
+        while g < ng {
+            let two = g + 2 <= ng;
+            for r in 0..nr {
+                // SAFETY: the scratch rows were written above; groups g (and g+1) are in
+                // bounds (wrapper checks).
+                unsafe {
+                    let srow = sp.add(r * nb * SCR_BLOCK);
+                    let ga = act.add(g * gstride);
+                    if two {
+                        let res = gemm_scr_row::<W, 2>(srow, ga, nb, gstride);
+                        for (k, gr) in res.iter().enumerate() {
+                            for (t, &v) in gr.iter().enumerate() {
+                                out[((g + k) * GROUP + t) * rows + r0 + r] = v;
+                            }
+                        }
+                    } else {
+                        let res = gemm_scr_row::<W, 1>(srow, ga, nb, gstride);
+                        for (t, &v) in res[0].iter().enumerate() {
+                            out[(g * GROUP + t) * rows + r0 + r] = v;
+                        }
+                    }
+                }
+            }
+            g += if two { 2 } else { 1 };
+        }
+        r0 += nr;
+    }
+}
+
+/// One unpacked scratch row against `NG` groups; `res[g][t]`.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+unsafe fn gemm_scr_row<W: Leg, const NG: usize>(
+    srow: *const u8,
+    act: *const u8,
+    nb: usize,
+    gstride: usize,
+) -> [[f32; GROUP]; NG] {
+    let mut acc = [_mm256_setzero_ps(); NG];
+    // The block-sum terms accumulate apart, so each accumulator's dependency chain is one
+    // multiply-add per block.
+    let mut accm = [_mm_setzero_ps(); NG];
+    let ones = _mm256_set1_epi16(1);
+    for b in 0..nb {
+        // SAFETY: scratch block b and block b of each group are in bounds (caller).
+        unsafe {
+            let o = srow.add(b * SCR_BLOCK);
+            let wj = [
+                load256(o),
+                load256(o.add(32)),
+                load256(o.add(64)),
+                load256(o.add(96)),
+            ];
+            let d = _mm256_broadcast_ss(&*o.add(128).cast::<f32>());
+            let m = if W::MIN_MUL == 1.0 {
+                _mm_broadcast_ss(&*o.add(132).cast::<f32>())
+            } else {
+                _mm_mul_ps(_mm256_castps256_ps128(d), _mm_set1_ps(W::MIN_MUL))
+            };
+            for g in 0..NG {
+                let ga = act.add(g * gstride);
+                let aq = ga.add(nb * 32 + b * 128);
+                let s16 = _mm256_add_epi16(
+                    _mm256_add_epi16(
+                        _mm256_maddubs_epi16(wj[0], load256(aq)),
+                        _mm256_maddubs_epi16(wj[1], load256(aq.add(32))),
+                    ),
+                    _mm256_add_epi16(
+                        _mm256_maddubs_epi16(wj[2], load256(aq.add(64))),
+                        _mm256_maddubs_epi16(wj[3], load256(aq.add(96))),
+                    ),
+                );
+                let isum = _mm256_cvtepi32_ps(_mm256_madd_epi16(s16, ones));
+                let da = f32x4_dup(ga.add(b * 32));
+                acc[g] = _mm256_fmadd_ps(isum, _mm256_mul_ps(d, da), acc[g]);
+                accm[g] = _mm_fmadd_ps(m, _mm_loadu_ps(ga.add(b * 32 + 16).cast()), accm[g]);
+            }
+        }
+    }
+    let mut res = [[0f32; GROUP]; NG];
+    for g in 0..NG {
+        let v = _mm_add_ps(
+            _mm256_castps256_ps128(acc[g]),
+            _mm256_extractf128_ps(acc[g], 1),
+        );
+        let v = _mm_add_ps(v, accm[g]);
+        // SAFETY: `res[g]` is 4 f32.
+        unsafe { _mm_storeu_ps(res[g].as_mut_ptr(), v) };
+    }
+    res
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1282,7 +1421,8 @@ unsafe fn q8_block(x: *const f32) -> (__m256i, f32, f32) {
         _mm256_add_epi32(i[2], i[3]),
     ));
     let p = pack_i32x32(i);
-    let d = f16::from_f32(d).to_f32();
+    // Round the scale to f16 (nearest even, as `half` does) and back.
+    let d = _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtps_ph::<0>(_mm_set_ss(d))));
     (p, d, d * sum as f32)
 }
 
