@@ -649,8 +649,9 @@ trait KQuant {
     const BYTES: usize;
     /// Σ over the block for one token, already scaled by the activation scale.
     unsafe fn dot1(p: *const u8, a: &Q8KPtrs, b: usize) -> __m256;
-    /// Per-lane (token × half) contributions of the block to 4 tokens.
-    unsafe fn dot4(p: *const u8, a: &Q8KPtrs, b: usize) -> __m256;
+    /// Per-lane (token × half) contributions of the block to each of `NG` groups of
+    /// 4 tokens; the block is unpacked once for all of them.
+    unsafe fn dotg<const NG: usize>(p: *const u8, a: &[Q8KPtrs; NG], b: usize) -> [__m256; NG];
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -670,40 +671,83 @@ unsafe fn vec_k<K: KQuant>(w: *const u8, act: *const u8, nb: usize, out: &mut [f
 
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn gemm_k<K: KQuant>(w: *const u8, act: *const u8, nb: usize, ng: usize, out: &mut [f32]) {
+    let mut g = 0;
+    while g < ng {
+        // SAFETY: forwarded; groups g (and g+1) are in bounds.
+        unsafe {
+            if g + 2 <= ng {
+                gemm_k_groups::<K, 2>(w, act, nb, ng, g, out);
+                g += 2;
+            } else {
+                gemm_k_groups::<K, 1>(w, act, nb, ng, g, out);
+                g += 1;
+            }
+        }
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+unsafe fn gemm_k_groups<K: KQuant, const NG: usize>(
+    w: *const u8,
+    act: *const u8,
+    nb: usize,
+    ng: usize,
+    g0: usize,
+    out: &mut [f32],
+) {
     let rb = nb * K::BYTES;
     let gstride = GROUP * nb * Q8K_BLOCK;
     let rows = out.len() / (ng * GROUP);
-    for g in 0..ng {
-        let a = Q8KPtrs::group(act.wrapping_add(g * gstride), nb);
-        for r in 0..rows {
-            let row = w.wrapping_add(r * rb);
-            let mut acc = _mm256_setzero_ps();
-            for b in 0..nb {
-                // SAFETY: block `b` of row `r` and of group `g` are in bounds.
-                acc = _mm256_add_ps(acc, unsafe { K::dot4(row.add(b * K::BYTES), &a, b) });
+    let mut a: [Q8KPtrs; NG] = std::array::from_fn(|_| Q8KPtrs::group(act, nb));
+    for (i, ai) in a.iter_mut().enumerate() {
+        *ai = Q8KPtrs::group(act.wrapping_add((g0 + i) * gstride), nb);
+    }
+    for r in 0..rows {
+        let row = w.wrapping_add(r * rb);
+        let mut acc = [_mm256_setzero_ps(); NG];
+        for b in 0..nb {
+            // SAFETY: block `b` of row `r` and of the groups are in bounds (wrapper).
+            let v = unsafe { K::dotg::<NG>(row.add(b * K::BYTES), &a, b) };
+            for (x, y) in acc.iter_mut().zip(v) {
+                *x = _mm256_add_ps(*x, y);
             }
-            let v = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
+        }
+        for (i, x) in acc.iter().enumerate() {
+            let v = _mm_add_ps(_mm256_castps256_ps128(*x), _mm256_extractf128_ps(*x, 1));
             let mut res = [0f32; 4];
             // SAFETY: `res` is 4 f32.
             unsafe { _mm_storeu_ps(res.as_mut_ptr(), v) };
             for (t, &v) in res.iter().enumerate() {
-                out[(g * GROUP + t) * rows + r] = v;
+                out[((g0 + i) * GROUP + t) * rows + r] = v;
             }
         }
     }
+}
+
+/// The 4 `vpshufd` broadcasts of 32 weights, one per step of a group product.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+unsafe fn shuf4(q: __m256i) -> [__m256i; 4] {
+    [
+        _mm256_shuffle_epi32(q, 0x00),
+        _mm256_shuffle_epi32(q, 0x55),
+        _mm256_shuffle_epi32(q, 0xAA),
+        _mm256_shuffle_epi32(q, 0xFF),
+    ]
 }
 
 /// Sum over 4 steps of `vpmaddubsw(broadcast weights j, activations j)`, in 16 bits.
 /// `q` holds 32 unsigned weights (element order), `aq` a 128-byte interleaved sub-block.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-unsafe fn group_sub16(q: __m256i, aq: *const u8) -> __m256i {
+unsafe fn group_sub16(q: &[__m256i; 4], aq: *const u8) -> __m256i {
     // SAFETY: 128 readable bytes at `aq` (caller).
     unsafe {
-        let s0 = _mm256_maddubs_epi16(_mm256_shuffle_epi32(q, 0x00), load256(aq));
-        let s1 = _mm256_maddubs_epi16(_mm256_shuffle_epi32(q, 0x55), load256(aq.add(32)));
-        let s2 = _mm256_maddubs_epi16(_mm256_shuffle_epi32(q, 0xAA), load256(aq.add(64)));
-        let s3 = _mm256_maddubs_epi16(_mm256_shuffle_epi32(q, 0xFF), load256(aq.add(96)));
+        let s0 = _mm256_maddubs_epi16(q[0], load256(aq));
+        let s1 = _mm256_maddubs_epi16(q[1], load256(aq.add(32)));
+        let s2 = _mm256_maddubs_epi16(q[2], load256(aq.add(64)));
+        let s3 = _mm256_maddubs_epi16(q[3], load256(aq.add(96)));
         _mm256_add_epi16(_mm256_add_epi16(s0, s1), _mm256_add_epi16(s2, s3))
     }
 }
@@ -712,13 +756,13 @@ unsafe fn group_sub16(q: __m256i, aq: *const u8) -> __m256i {
 /// returns the two halves-of-steps already multiplied by `scale` in 32 bits.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-unsafe fn group_sub32(q: __m256i, aq: *const u8, scale: __m256i) -> __m256i {
+unsafe fn group_sub32(q: &[__m256i; 4], aq: *const u8, scale: __m256i) -> __m256i {
     // SAFETY: 128 readable bytes at `aq` (caller).
     unsafe {
-        let s0 = _mm256_maddubs_epi16(_mm256_shuffle_epi32(q, 0x00), load256(aq));
-        let s1 = _mm256_maddubs_epi16(_mm256_shuffle_epi32(q, 0x55), load256(aq.add(32)));
-        let s2 = _mm256_maddubs_epi16(_mm256_shuffle_epi32(q, 0xAA), load256(aq.add(64)));
-        let s3 = _mm256_maddubs_epi16(_mm256_shuffle_epi32(q, 0xFF), load256(aq.add(96)));
+        let s0 = _mm256_maddubs_epi16(q[0], load256(aq));
+        let s1 = _mm256_maddubs_epi16(q[1], load256(aq.add(32)));
+        let s2 = _mm256_maddubs_epi16(q[2], load256(aq.add(64)));
+        let s3 = _mm256_maddubs_epi16(q[3], load256(aq.add(96)));
         _mm256_add_epi32(
             _mm256_madd_epi16(_mm256_add_epi16(s0, s1), scale),
             _mm256_madd_epi16(_mm256_add_epi16(s2, s3), scale),
@@ -811,8 +855,8 @@ impl KQuant for Q4K {
 
     #[target_feature(enable = "avx2,fma,f16c")]
     #[inline]
-    unsafe fn dot4(p: *const u8, a: &Q8KPtrs, b: usize) -> __m256 {
-        // SAFETY: `p` is one 144-byte block; block `b` of the group is in bounds.
+    unsafe fn dotg<const NG: usize>(p: *const u8, a: &[Q8KPtrs; NG], b: usize) -> [__m256; NG] {
+        // SAFETY: `p` is one block; block `b` of the groups is in bounds.
         unsafe {
             let u = k4_scales(&*(p.add(4).cast::<[u8; 12]>()));
             let sm = _mm_set_epi32(u[3] as i32, u[2] as i32, u[1] as i32, u[0] as i32);
@@ -821,29 +865,34 @@ impl KQuant for Q4K {
                 sm,
                 _mm_set_epi8(15, 15, 14, 14, 13, 13, 12, 12, 11, 11, 10, 10, 9, 9, 8, 8),
             ));
-            let pm = group_bsum_dot(a.bsums.add(b * 128), mins);
-            let aq = a.qs.add(b * 1024);
             let m4 = _mm256_set1_epi8(0x0F);
-            let mut sumi = _mm256_setzero_si256();
+            let mut sumi = [_mm256_setzero_si256(); NG];
             for j in 0..4 {
                 let q = load256(p.add(16 + 32 * j));
                 let lo = _mm256_and_si256(q, m4);
                 let hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
+                let (lo, hi) = (shuf4(lo), shuf4(hi));
                 let slo = _mm256_shuffle_epi8(scb, bcast_u8_pattern(2 * j as i8, 2 * j as i8));
                 let shi =
                     _mm256_shuffle_epi8(scb, bcast_u8_pattern(2 * j as i8 + 1, 2 * j as i8 + 1));
-                let plo = _mm256_madd_epi16(group_sub16(lo, aq.add(256 * j)), slo);
-                let phi = _mm256_madd_epi16(group_sub16(hi, aq.add(256 * j + 128)), shi);
-                sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(plo, phi));
+                for (g, s) in sumi.iter_mut().enumerate() {
+                    let aq = a[g].qs.add(b * 1024 + 256 * j);
+                    let plo = _mm256_madd_epi16(group_sub16(&lo, aq), slo);
+                    let phi = _mm256_madd_epi16(group_sub16(&hi, aq.add(128)), shi);
+                    *s = _mm256_add_epi32(*s, _mm256_add_epi32(plo, phi));
+                }
             }
             let dv = f16x2(p);
-            let da = f32x4_dup(a.d.add(16 * b));
-            let v = _mm256_mul_ps(
-                _mm256_cvtepi32_ps(sumi),
-                _mm256_mul_ps(_mm256_broadcastss_ps(dv), da),
-            );
+            let d = _mm256_broadcastss_ps(dv);
             let dmin = _mm256_broadcastss_ps(_mm_movehdup_ps(dv));
-            _mm256_fnmadd_ps(_mm256_cvtepi32_ps(pm), _mm256_mul_ps(dmin, da), v)
+            let mut res = [_mm256_setzero_ps(); NG];
+            for (g, r) in res.iter_mut().enumerate() {
+                let pm = group_bsum_dot(a[g].bsums.add(b * 128), mins);
+                let da = f32x4_dup(a[g].d.add(16 * b));
+                let v = _mm256_mul_ps(_mm256_cvtepi32_ps(sumi[g]), _mm256_mul_ps(d, da));
+                *r = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(pm), _mm256_mul_ps(dmin, da), v);
+            }
+            res
         }
     }
 }
@@ -902,8 +951,8 @@ impl KQuant for Q5K {
 
     #[target_feature(enable = "avx2,fma,f16c")]
     #[inline]
-    unsafe fn dot4(p: *const u8, a: &Q8KPtrs, b: usize) -> __m256 {
-        // SAFETY: `p` is one 176-byte block; block `b` of the group is in bounds.
+    unsafe fn dotg<const NG: usize>(p: *const u8, a: &[Q8KPtrs; NG], b: usize) -> [__m256; NG] {
+        // SAFETY: `p` is one block; block `b` of the groups is in bounds.
         unsafe {
             let u = k4_scales(&*(p.add(4).cast::<[u8; 12]>()));
             let sm = _mm_set_epi32(u[3] as i32, u[2] as i32, u[1] as i32, u[0] as i32);
@@ -912,12 +961,10 @@ impl KQuant for Q5K {
                 sm,
                 _mm_set_epi8(15, 15, 14, 14, 13, 13, 12, 12, 11, 11, 10, 10, 9, 9, 8, 8),
             ));
-            let pm = group_bsum_dot(a.bsums.add(b * 128), mins);
-            let aq = a.qs.add(b * 1024);
             let m4 = _mm256_set1_epi8(0x0F);
             let qh = load256(p.add(16));
             let m16 = _mm256_set1_epi8(0x10);
-            let mut sumi = _mm256_setzero_si256();
+            let mut sumi = [_mm256_setzero_si256(); NG];
             for j in 0..4 {
                 let q = load256(p.add(48 + 32 * j));
                 let h0 = _mm256_and_si256(
@@ -930,21 +977,28 @@ impl KQuant for Q5K {
                     m16,
                 );
                 let hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q, 4), m4), h1);
+                let (lo, hi) = (shuf4(lo), shuf4(hi));
                 let slo = _mm256_shuffle_epi8(scb, bcast_u8_pattern(2 * j as i8, 2 * j as i8));
                 let shi =
                     _mm256_shuffle_epi8(scb, bcast_u8_pattern(2 * j as i8 + 1, 2 * j as i8 + 1));
-                let plo = _mm256_madd_epi16(group_sub16(lo, aq.add(256 * j)), slo);
-                let phi = _mm256_madd_epi16(group_sub16(hi, aq.add(256 * j + 128)), shi);
-                sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(plo, phi));
+                for (g, s) in sumi.iter_mut().enumerate() {
+                    let aq = a[g].qs.add(b * 1024 + 256 * j);
+                    let plo = _mm256_madd_epi16(group_sub16(&lo, aq), slo);
+                    let phi = _mm256_madd_epi16(group_sub16(&hi, aq.add(128)), shi);
+                    *s = _mm256_add_epi32(*s, _mm256_add_epi32(plo, phi));
+                }
             }
             let dv = f16x2(p);
-            let da = f32x4_dup(a.d.add(16 * b));
-            let v = _mm256_mul_ps(
-                _mm256_cvtepi32_ps(sumi),
-                _mm256_mul_ps(_mm256_broadcastss_ps(dv), da),
-            );
+            let d = _mm256_broadcastss_ps(dv);
             let dmin = _mm256_broadcastss_ps(_mm_movehdup_ps(dv));
-            _mm256_fnmadd_ps(_mm256_cvtepi32_ps(pm), _mm256_mul_ps(dmin, da), v)
+            let mut res = [_mm256_setzero_ps(); NG];
+            for (g, r) in res.iter_mut().enumerate() {
+                let pm = group_bsum_dot(a[g].bsums.add(b * 128), mins);
+                let da = f32x4_dup(a[g].d.add(16 * b));
+                let v = _mm256_mul_ps(_mm256_cvtepi32_ps(sumi[g]), _mm256_mul_ps(d, da));
+                *r = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(pm), _mm256_mul_ps(dmin, da), v);
+            }
+            res
         }
     }
 }
@@ -1034,29 +1088,33 @@ impl KQuant for Q6K {
 
     #[target_feature(enable = "avx2,fma,f16c")]
     #[inline]
-    unsafe fn dot4(p: *const u8, a: &Q8KPtrs, b: usize) -> __m256 {
-        // SAFETY: `p` is one 210-byte block; block `b` of the group is in bounds.
+    unsafe fn dotg<const NG: usize>(p: *const u8, a: &[Q8KPtrs; NG], b: usize) -> [__m256; NG] {
+        // SAFETY: `p` is one 210-byte block; block `b` of the groups is in bounds.
         unsafe {
             let sc = load128(p.add(192));
             let sc16 = _mm256_cvtepi8_epi16(sc);
-            let corr = group_bsum_dot(a.bsums.add(b * 128), sc16);
             let eo = evens_odds_i16(sc);
-            let aq = a.qs.add(b * 1024);
-            let mut sumi = _mm256_setzero_si256();
+            let mut sumi = [_mm256_setzero_si256(); NG];
             for n in 0..2 {
                 let q = Q6K::chunks(p, n);
                 for (i, q) in q.iter().enumerate() {
                     let c = 4 * n + i;
-                    sumi = _mm256_add_epi32(
-                        sumi,
-                        group_sub32(*q, aq.add(128 * c), chunk_scale(eo, c)),
-                    );
+                    let (qs, scale) = (shuf4(*q), chunk_scale(eo, c));
+                    for (g, s) in sumi.iter_mut().enumerate() {
+                        let aq = a[g].qs.add(b * 1024 + 128 * c);
+                        *s = _mm256_add_epi32(*s, group_sub32(&qs, aq, scale));
+                    }
                 }
             }
-            sumi = _mm256_sub_epi32(sumi, _mm256_slli_epi32(corr, 5));
-            let da = f32x4_dup(a.d.add(16 * b));
-            let d = _mm256_mul_ps(_mm256_set1_ps(_mm_cvtss_f32(f16x1(p.add(208)))), da);
-            _mm256_mul_ps(_mm256_cvtepi32_ps(sumi), d)
+            let d = _mm256_set1_ps(_mm_cvtss_f32(f16x1(p.add(208))));
+            let mut res = [_mm256_setzero_ps(); NG];
+            for (g, r) in res.iter_mut().enumerate() {
+                let corr = group_bsum_dot(a[g].bsums.add(b * 128), sc16);
+                let si = _mm256_sub_epi32(sumi[g], _mm256_slli_epi32(corr, 5));
+                let da = f32x4_dup(a[g].d.add(16 * b));
+                *r = _mm256_mul_ps(_mm256_cvtepi32_ps(si), _mm256_mul_ps(d, da));
+            }
+            res
         }
     }
 }
@@ -1115,33 +1173,37 @@ impl KQuant for Q2K {
 
     #[target_feature(enable = "avx2,fma,f16c")]
     #[inline]
-    unsafe fn dot4(p: *const u8, a: &Q8KPtrs, b: usize) -> __m256 {
-        // SAFETY: `p` is one 84-byte block; block `b` of the group is in bounds.
+    unsafe fn dotg<const NG: usize>(p: *const u8, a: &[Q8KPtrs; NG], b: usize) -> [__m256; NG] {
+        // SAFETY: `p` is one 84-byte block; block `b` of the groups is in bounds.
         unsafe {
             let sc = load128(p);
             let m4 = _mm_set1_epi8(0x0F);
             let scales = _mm_and_si128(sc, m4);
             let mins = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(sc, 4), m4));
-            let pm = group_bsum_dot(a.bsums.add(b * 128), mins);
             let eo = evens_odds_i16(scales);
-            let aq = a.qs.add(b * 1024);
-            let mut sumi = _mm256_setzero_si256();
+            let mut sumi = [_mm256_setzero_si256(); NG];
             for n in 0..2 {
                 let q = Q2K::chunks(p, n);
                 for (i, q) in q.iter().enumerate() {
                     let c = 4 * n + i;
-                    let p16 = group_sub16(*q, aq.add(128 * c));
-                    sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p16, chunk_scale(eo, c)));
+                    let (qs, scale) = (shuf4(*q), chunk_scale(eo, c));
+                    for (g, s) in sumi.iter_mut().enumerate() {
+                        let p16 = group_sub16(&qs, a[g].qs.add(b * 1024 + 128 * c));
+                        *s = _mm256_add_epi32(*s, _mm256_madd_epi16(p16, scale));
+                    }
                 }
             }
             let dv = f16x2(p.add(80));
-            let da = f32x4_dup(a.d.add(16 * b));
-            let v = _mm256_mul_ps(
-                _mm256_cvtepi32_ps(sumi),
-                _mm256_mul_ps(_mm256_broadcastss_ps(dv), da),
-            );
+            let d = _mm256_broadcastss_ps(dv);
             let dmin = _mm256_broadcastss_ps(_mm_movehdup_ps(dv));
-            _mm256_fnmadd_ps(_mm256_cvtepi32_ps(pm), _mm256_mul_ps(dmin, da), v)
+            let mut res = [_mm256_setzero_ps(); NG];
+            for (g, r) in res.iter_mut().enumerate() {
+                let pm = group_bsum_dot(a[g].bsums.add(b * 128), mins);
+                let da = f32x4_dup(a[g].d.add(16 * b));
+                let v = _mm256_mul_ps(_mm256_cvtepi32_ps(sumi[g]), _mm256_mul_ps(d, da));
+                *r = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(pm), _mm256_mul_ps(dmin, da), v);
+            }
+            res
         }
     }
 }
@@ -1215,26 +1277,33 @@ impl KQuant for Q3K {
 
     #[target_feature(enable = "avx2,fma,f16c")]
     #[inline]
-    unsafe fn dot4(p: *const u8, a: &Q8KPtrs, b: usize) -> __m256 {
-        // SAFETY: `p` is one 110-byte block; block `b` of the group is in bounds.
+    unsafe fn dotg<const NG: usize>(p: *const u8, a: &[Q8KPtrs; NG], b: usize) -> [__m256; NG] {
+        // SAFETY: `p` is one 110-byte block; block `b` of the groups is in bounds.
         unsafe {
             let sc = Q3K::scales(p);
-            let corr = group_bsum_dot(a.bsums.add(b * 128), _mm256_cvtepi8_epi16(sc));
+            let sc16 = _mm256_cvtepi8_epi16(sc);
             let eo = evens_odds_i16(sc);
-            let aq = a.qs.add(b * 1024);
-            let mut sumi = _mm256_setzero_si256();
+            let mut sumi = [_mm256_setzero_si256(); NG];
             for n in 0..2 {
                 let q = Q3K::chunks(p, n);
                 for (i, q) in q.iter().enumerate() {
                     let c = 4 * n + i;
-                    let p16 = group_sub16(*q, aq.add(128 * c));
-                    sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p16, chunk_scale(eo, c)));
+                    let (qs, scale) = (shuf4(*q), chunk_scale(eo, c));
+                    for (g, s) in sumi.iter_mut().enumerate() {
+                        let p16 = group_sub16(&qs, a[g].qs.add(b * 1024 + 128 * c));
+                        *s = _mm256_add_epi32(*s, _mm256_madd_epi16(p16, scale));
+                    }
                 }
             }
-            sumi = _mm256_sub_epi32(sumi, _mm256_slli_epi32(corr, 2));
-            let da = f32x4_dup(a.d.add(16 * b));
-            let d = _mm256_mul_ps(_mm256_set1_ps(_mm_cvtss_f32(f16x1(p.add(108)))), da);
-            _mm256_mul_ps(_mm256_cvtepi32_ps(sumi), d)
+            let d = _mm256_set1_ps(_mm_cvtss_f32(f16x1(p.add(108))));
+            let mut res = [_mm256_setzero_ps(); NG];
+            for (g, r) in res.iter_mut().enumerate() {
+                let corr = group_bsum_dot(a[g].bsums.add(b * 128), sc16);
+                let si = _mm256_sub_epi32(sumi[g], _mm256_slli_epi32(corr, 2));
+                let da = f32x4_dup(a[g].d.add(16 * b));
+                *r = _mm256_mul_ps(_mm256_cvtepi32_ps(si), _mm256_mul_ps(d, da));
+            }
+            res
         }
     }
 }
