@@ -328,26 +328,50 @@ fn main() {
 }
 
 fn bench_pool(threads: &[usize]) {
+    // Spin for about `ns` nanoseconds of work.
+    fn busy(ns: u64) {
+        let t = Instant::now();
+        while (t.elapsed().as_nanos() as u64) < ns {
+            std::hint::spin_loop();
+        }
+    }
     for &n in threads {
         let pool = Pool::new(n).expect("pool");
-        let sink = std::sync::atomic::AtomicUsize::new(0);
-        let op = || {
-            pool.run(n, &|t, _| {
-                sink.fetch_add(t, std::sync::atomic::Ordering::Relaxed);
-            })
-        };
-        for _ in 0..1000 {
-            op();
-        }
-        let mut best = f64::INFINITY;
-        for _ in 0..5 {
-            let t = Instant::now();
-            for _ in 0..20_000 {
+        let counts: Vec<std::sync::atomic::AtomicUsize> = (0..n)
+            .map(|_| std::sync::atomic::AtomicUsize::new(0))
+            .collect();
+        for (n_tasks, task_ns) in [(n, 0u64), (32, 500), (32, 2000)] {
+            let op = || {
+                pool.run(n_tasks, &|_, th| {
+                    counts[th].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    busy(task_ns)
+                })
+            };
+            for _ in 0..200 {
                 op();
             }
-            best = best.min(t.elapsed().as_secs_f64() / 20_000.0);
+            for c in &counts {
+                c.store(0, std::sync::atomic::Ordering::Relaxed);
+            }
+            let reps = 2000;
+            let mut best = f64::INFINITY;
+            for _ in 0..5 {
+                let t = Instant::now();
+                for _ in 0..reps {
+                    op();
+                }
+                best = best.min(t.elapsed().as_secs_f64() / reps as f64);
+            }
+            let ideal = (n_tasks as f64 * task_ns as f64 / n as f64) * 1e-3;
+            let shares: Vec<usize> = counts
+                .iter()
+                .map(|c| c.load(std::sync::atomic::Ordering::Relaxed))
+                .collect();
+            println!(
+                "pool threads={n}: {n_tasks} tasks of {task_ns} ns: {:8.2} us per operation (ideal {ideal:.2}), tasks per thread {shares:?}",
+                best * 1e6
+            );
         }
-        println!("pool threads={n}: {:.2} us per empty operation", best * 1e6);
     }
 }
 

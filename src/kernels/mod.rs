@@ -652,15 +652,13 @@ impl<'a> Job<'a> {
     }
 }
 
-/// Splits the rows of a matrix-vector product into tasks: one large chunk per thread
-/// covering most rows (so threads that start together finish together with one claim
-/// each), then small chunks that late or slow threads balance with.
+/// Splits the rows of a matrix-vector product into tasks of equal size: small enough
+/// that threads balance (the pool gives each thread a contiguous share and lets the
+/// others steal from its end), large enough that bookkeeping stays negligible.
 #[derive(Clone, Copy, Debug)]
 struct RowPlan {
-    big: usize,
-    small: usize,
-    n_big: usize,
     rows: usize,
+    per: usize,
     n_tasks: usize,
 }
 
@@ -670,38 +668,29 @@ impl RowPlan {
     /// Below this many weight bytes per product a single thread does it all: waking the
     /// others costs more than it saves.
     const MIN_PARALLEL_BYTES: usize = 16 * 1024;
+    /// Tasks per thread to aim for, and the most rows per task.
+    const PER_THREAD: usize = 16;
+    const MAX_ROWS: usize = 256;
 
     fn new(rows: usize, n_threads: usize, bytes: usize) -> RowPlan {
         if n_threads <= 1 || bytes < Self::MIN_PARALLEL_BYTES || rows <= Self::ALIGN {
             return RowPlan {
-                big: rows,
-                small: rows.max(1),
-                n_big: 1,
                 rows,
+                per: rows.max(1),
                 n_tasks: 1,
             };
         }
         let a = Self::ALIGN;
-        let big = (rows * 3 / 4 / n_threads) / a * a;
-        let n_big = if big == 0 { 0 } else { n_threads };
-        let rest = rows - big * n_big;
-        let small = (rest.div_ceil(n_threads * 4)).div_ceil(a).max(1) * a;
-        let n_tasks = n_big + rest.div_ceil(small);
+        let per = (rows / (n_threads * Self::PER_THREAD)).clamp(a, Self::MAX_ROWS) / a * a;
         RowPlan {
-            big,
-            small,
-            n_big,
             rows,
-            n_tasks,
+            per,
+            n_tasks: rows.div_ceil(per),
         }
     }
 
     fn range(&self, i: usize) -> std::ops::Range<usize> {
-        if i < self.n_big {
-            i * self.big..(i + 1) * self.big
-        } else {
-            let s = self.n_big * self.big + (i - self.n_big) * self.small;
-            s..(s + self.small).min(self.rows)
-        }
+        let s = i * self.per;
+        s..(s + self.per).min(self.rows)
     }
 }

@@ -6,6 +6,11 @@
 //! sleeping thread costs tens of microseconds), then sleep on a condition variable. The
 //! calling thread works too, and it never waits for a worker that has not joined: it
 //! closes the operation once every task is claimed and waits only for the workers inside.
+//!
+//! Tasks are split into one contiguous range per thread, claimed from the front by their
+//! owner (an uncontended atomic on the owner's cache line) and stolen one at a time from
+//! the back by threads that run out. A thread that starts late, or is preempted on a
+//! busy machine, thus holds up at most the one task it is running.
 //! Nothing here allocates after [`Pool::new`].
 
 use std::cell::{Cell, UnsafeCell};
@@ -38,12 +43,49 @@ const NOOP: &TaskFn<'static> = &noop;
 
 struct Job {
     f: *const TaskFn<'static>,
-    n_tasks: usize,
+}
+
+/// One thread's remaining task range, `start | end << 32`, alone on its cache line.
+#[repr(align(128))]
+struct Range(AtomicU64);
+
+impl Range {
+    fn set(&self, start: usize, end: usize) {
+        self.0
+            .store(start as u64 | (end as u64) << 32, Ordering::Relaxed);
+    }
+
+    /// Takes the first task (the owner) or the last (a thief).
+    fn take(&self, front: bool) -> Option<usize> {
+        let mut v = self.0.load(Ordering::Relaxed);
+        loop {
+            let (s, e) = (v & 0xFFFF_FFFF, v >> 32);
+            if s >= e {
+                return None;
+            }
+            let (next, t) = if front {
+                (v + 1, s)
+            } else {
+                (s | (e - 1) << 32, e - 1)
+            };
+            match self
+                .0
+                .compare_exchange_weak(v, next, Ordering::Relaxed, Ordering::Relaxed)
+            {
+                Ok(_) => return Some(t as usize),
+                Err(now) => v = now,
+            }
+        }
+    }
+
+    fn clear(&self) {
+        self.0.store(0, Ordering::Relaxed);
+    }
 }
 
 struct Shared {
     state: AtomicU64,
-    next_task: AtomicUsize,
+    ranges: Box<[Range]>,
     /// Written only by the thread that owns the current operation, while no worker is
     /// inside it; read by workers only after they have joined (see `run`).
     job: UnsafeCell<Job>,
@@ -111,11 +153,8 @@ impl Pool {
         static NEXT_ID: AtomicUsize = AtomicUsize::new(1);
         let shared = Arc::new(Shared {
             state: AtomicU64::new(0),
-            next_task: AtomicUsize::new(0),
-            job: UnsafeCell::new(Job {
-                f: NOOP,
-                n_tasks: 0,
-            }),
+            ranges: (0..n).map(|_| Range(AtomicU64::new(0))).collect(),
+            job: UnsafeCell::new(Job { f: NOOP }),
             sleepers: AtomicUsize::new(0),
             lock: Mutex::new(()),
             wake: Condvar::new(),
@@ -156,8 +195,10 @@ impl Pool {
     }
 
     /// Runs `f(task, thread)` for every task in `0..n_tasks`, spread over the threads,
-    /// and returns when all are done. Tasks are claimed in order, one at a time, so
-    /// uneven tasks balance themselves; make them a few microseconds long or more.
+    /// and returns when all are done. Each thread starts on its own contiguous share of
+    /// the tasks in order (neighbouring tasks stay on one core) and helps the others
+    /// when it is done, one task at a time, so uneven tasks balance themselves; a task
+    /// of a microsecond or more amortizes the bookkeeping.
     ///
     /// Called from inside a task of the same pool, the tasks run inline on the calling
     /// thread (with its thread index); called from two threads at once, the calls take turns.
@@ -179,6 +220,10 @@ impl Pool {
             (0..n_tasks).for_each(|t| f(t, 0));
             return;
         }
+        if n_tasks > u32::MAX as usize {
+            // Tasks are numbered in 32 bits; so many is a caller bug, not input.
+            panic!("pool operation with {n_tasks} tasks");
+        }
         // SAFETY: only the lifetime is erased. The closure outlives every use: workers
         // reach it only while inside this operation, and `Closer` (also on unwind) waits
         // until none is inside before this function returns.
@@ -188,24 +233,21 @@ impl Pool {
         // and its state closed, so no other thread reads `job` now (a worker joins only
         // an open operation, which the store below creates).
         unsafe {
-            *sh.job.get() = Job { f: fp, n_tasks };
+            *sh.job.get() = Job { f: fp };
         }
-        sh.next_task.store(0, Ordering::Relaxed);
+        let nt = self.n_threads;
+        for (i, r) in sh.ranges.iter().enumerate() {
+            r.set(i * n_tasks / nt, (i + 1) * n_tasks / nt);
+        }
         let epoch = (sh.state.load(Ordering::Relaxed) >> 32).wrapping_add(1) & 0xFFFF_FFFF;
-        // Release: publishes `job` and `next_task` to the workers that join.
+        // Release: publishes `job` and the ranges to the workers that join.
         sh.state.store(epoch << 32, Ordering::SeqCst);
         if sh.sleepers.load(Ordering::SeqCst) > 0 {
             let _g = sh.lock.lock().unwrap_or_else(|e| e.into_inner());
             sh.wake.notify_all();
         }
         let closer = Closer { sh };
-        loop {
-            let t = sh.next_task.fetch_add(1, Ordering::Relaxed);
-            if t >= n_tasks {
-                break;
-            }
-            f(t, 0);
-        }
+        work(sh, 0, f);
         drop(closer);
         if sh.panicked.swap(false, Ordering::Relaxed) {
             panic!("a task panicked on an ember worker thread");
@@ -271,8 +313,10 @@ struct Closer<'a> {
 
 impl Drop for Closer<'_> {
     fn drop(&mut self) {
-        // Claim every remaining task so workers inside stop soon (matters on unwind).
-        self.sh.next_task.store(usize::MAX / 2, Ordering::Relaxed);
+        // Drop every unclaimed task so workers inside stop soon (matters on unwind).
+        for r in self.sh.ranges.iter() {
+            r.clear();
+        }
         let s = self.sh.state.fetch_or(CLOSED, Ordering::AcqRel);
         if s & INSIDE_MASK == 0 {
             return;
@@ -324,19 +368,38 @@ fn worker(sh: Arc<Shared>, index: usize) {
         let job = unsafe { &*sh.job.get() };
         // SAFETY: as above, the closure is alive until we leave.
         let f = unsafe { &*job.f };
-        let r = catch_unwind(AssertUnwindSafe(|| loop {
-            let t = sh.next_task.fetch_add(1, Ordering::Relaxed);
-            if t >= job.n_tasks {
-                break;
-            }
-            f(t, index);
-        }));
+        let r = catch_unwind(AssertUnwindSafe(|| work(&sh, index, f)));
         if r.is_err() {
             sh.panicked.store(true, Ordering::Relaxed);
-            sh.next_task.store(usize::MAX / 2, Ordering::Relaxed);
+            for r in sh.ranges.iter() {
+                r.clear();
+            }
         }
         // Release: our task writes happen before the owner sees us gone.
         sh.state.fetch_sub(1, Ordering::Release);
+    }
+}
+
+/// Runs thread `me`'s own tasks front to back, then steals from the others' backs.
+fn work(sh: &Shared, me: usize, f: &TaskFn<'_>) {
+    while let Some(t) = sh.ranges[me].take(true) {
+        f(t, me);
+    }
+    let n = sh.ranges.len();
+    let mut victim = (me + 1) % n;
+    let mut empty = 0;
+    // Stop after a full round of empty ranges.
+    while empty < n {
+        match sh.ranges[victim].take(false) {
+            Some(t) => {
+                f(t, me);
+                empty = 0;
+            }
+            None => {
+                empty += 1;
+                victim = (victim + 1) % n;
+            }
+        }
     }
 }
 
