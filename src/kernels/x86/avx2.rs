@@ -662,8 +662,12 @@ unsafe fn vec_k<K: KQuant>(w: *const u8, act: *const u8, nb: usize, out: &mut [f
         let row = w.wrapping_add(r * rb);
         let mut acc = _mm256_setzero_ps();
         for b in 0..nb {
+            let p = row.wrapping_add(b * K::BYTES);
+            // Two lines per block cover the largest block (210 bytes) over a few blocks.
+            _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(PF).cast());
+            _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(PF + 64).cast());
             // SAFETY: block `b` of row `r` and of the activations are in bounds.
-            acc = _mm256_add_ps(acc, unsafe { K::dot1(row.add(b * K::BYTES), &a, b) });
+            acc = _mm256_add_ps(acc, unsafe { K::dot1(p, &a, b) });
         }
         *o = hsum_ps(acc);
     }
