@@ -11,12 +11,18 @@
 //! owner (an uncontended atomic on the owner's cache line) and stolen one at a time from
 //! the back by threads that run out. A thread that starts late, or is preempted on a
 //! busy machine, thus holds up at most the one task it is running.
+//!
+//! When the machine has fewer free cores than the pool has threads, a preempted worker
+//! can still hold up each operation for a scheduler time slice, making several threads
+//! slower than one. The pool notices (operations keep taking longer than the caller's
+//! own pace says it would have needed alone) and then runs the next operations on the
+//! calling thread alone for a while before trying again.
 //! Nothing here allocates after [`Pool::new`].
 
 use std::cell::{Cell, UnsafeCell};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -90,8 +96,6 @@ struct Shared {
     /// inside it; read by workers only after they have joined (see `run`).
     job: UnsafeCell<Job>,
     sleepers: AtomicUsize,
-    lock: Mutex<()>,
-    wake: Condvar,
     shutdown: AtomicBool,
     /// A task panicked on a worker; the owner re-raises after the operation.
     panicked: AtomicBool,
@@ -99,7 +103,16 @@ struct Shared {
     busy: AtomicBool,
     /// Identifies this pool to its worker threads (for nested calls).
     id: usize,
+    /// Operations left to run on the calling thread alone (see the module comment).
+    solo: AtomicU32,
+    /// Evidence that workers slow operations down: +2 per operation that took longer
+    /// than the caller alone would have, -1 per operation that went faster.
+    score: AtomicU32,
 }
+
+/// Operations run alone once parallel ones keep losing (a decoded token is a few hundred).
+const SOLO_OPS: u32 = 2000;
+const SCORE_LIMIT: u32 = 6;
 
 // SAFETY: `job` is the only non-Sync field. It is written by the owner of the `busy` flag
 // only while no worker is inside an operation, and read by workers only between a
@@ -156,12 +169,12 @@ impl Pool {
             ranges: (0..n).map(|_| Range(AtomicU64::new(0))).collect(),
             job: UnsafeCell::new(Job { f: NOOP }),
             sleepers: AtomicUsize::new(0),
-            lock: Mutex::new(()),
-            wake: Condvar::new(),
             shutdown: AtomicBool::new(false),
             panicked: AtomicBool::new(false),
             busy: AtomicBool::new(false),
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            solo: AtomicU32::new(0),
+            score: AtomicU32::new(0),
         });
         let mut pool = Pool {
             shared,
@@ -216,7 +229,9 @@ impl Pool {
             return;
         }
         let _busy = self.acquire();
-        if self.n_threads == 1 || n_tasks == 1 {
+        let solo = sh.solo.load(Ordering::Relaxed);
+        if self.n_threads == 1 || n_tasks == 1 || solo > 0 {
+            sh.solo.store(solo.saturating_sub(1), Ordering::Relaxed);
             (0..n_tasks).for_each(|t| f(t, 0));
             return;
         }
@@ -243,12 +258,33 @@ impl Pool {
         // Release: publishes `job` and the ranges to the workers that join.
         sh.state.store(epoch << 32, Ordering::SeqCst);
         if sh.sleepers.load(Ordering::SeqCst) > 0 {
-            let _g = sh.lock.lock().unwrap_or_else(|e| e.into_inner());
-            sh.wake.notify_all();
+            self.wake_all();
         }
-        let closer = Closer { sh };
-        work(sh, 0, f);
-        drop(closer);
+        let mut closer = Closer { sh, done: false };
+        let start = Instant::now();
+        let mine = work(sh, 0, f);
+        let worked = start.elapsed();
+        let waited = closer.close();
+        // The caller alone would have taken about `worked` scaled to all tasks; when
+        // operations keep taking longer than that (workers preempted on a busy machine),
+        // run alone for a while.
+        if mine > 0 {
+            let solo_est = worked.as_secs_f64() * n_tasks as f64 / mine as f64;
+            let took = (worked + waited).as_secs_f64();
+            let score = sh.score.load(Ordering::Relaxed);
+            // Only clear losses count: a worker that joins late and takes the last task
+            // costs a little, a preempted one costs a time slice.
+            if took > solo_est * 1.25 + 20e-6 {
+                if score + 2 >= SCORE_LIMIT {
+                    sh.score.store(0, Ordering::Relaxed);
+                    sh.solo.store(SOLO_OPS, Ordering::Relaxed);
+                } else {
+                    sh.score.store(score + 2, Ordering::Relaxed);
+                }
+            } else {
+                sh.score.store(score.saturating_sub(1), Ordering::Relaxed);
+            }
+        }
         if sh.panicked.swap(false, Ordering::Relaxed) {
             panic!("a task panicked on an ember worker thread");
         }
@@ -275,6 +311,14 @@ impl Pool {
             let s = unsafe { base.slice(start, end - start) };
             f(i, s, th)
         });
+    }
+
+    /// Unparks every worker. No lock is involved, so a worker preempted on its way to
+    /// sleep cannot hold up the caller.
+    fn wake_all(&self) {
+        for h in &self.handles {
+            h.thread().unpark();
+        }
     }
 
     /// Takes the pool for one operation; the guard gives it back, also on unwind.
@@ -309,27 +353,35 @@ impl Drop for Busy<'_> {
 /// unwind too, so a panicking task cannot leave workers holding a dangling closure.
 struct Closer<'a> {
     sh: &'a Shared,
+    done: bool,
 }
 
-impl Drop for Closer<'_> {
-    fn drop(&mut self) {
+impl Closer<'_> {
+    /// Closes the operation and returns how long the workers inside kept us waiting.
+    fn close(&mut self) -> Duration {
+        self.done = true;
         // Drop every unclaimed task so workers inside stop soon (matters on unwind).
         for r in self.sh.ranges.iter() {
             r.clear();
         }
         let s = self.sh.state.fetch_or(CLOSED, Ordering::AcqRel);
         if s & INSIDE_MASK == 0 {
-            return;
+            return Duration::ZERO;
         }
-        let mut spins = 0u32;
+        let start = Instant::now();
+        // Spin rather than yield: on a busy machine, yielding hands the core to another
+        // process for a whole time slice.
         while self.sh.state.load(Ordering::Acquire) & INSIDE_MASK != 0 {
-            spins = spins.wrapping_add(1);
-            if spins % 4096 == 0 {
-                // A worker inside may have been preempted; let it run.
-                std::thread::yield_now();
-            } else {
-                std::hint::spin_loop();
-            }
+            std::hint::spin_loop();
+        }
+        start.elapsed()
+    }
+}
+
+impl Drop for Closer<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.close();
         }
     }
 }
@@ -338,12 +390,9 @@ impl Drop for Pool {
     fn drop(&mut self) {
         let sh = &*self.shared;
         sh.shutdown.store(true, Ordering::SeqCst);
-        // A new epoch wakes spinners; the lock and notify wake sleepers.
+        // A new epoch wakes spinners; unparking wakes sleepers.
         sh.state.fetch_add(EPOCH_ONE, Ordering::SeqCst);
-        {
-            let _g = sh.lock.lock().unwrap_or_else(|e| e.into_inner());
-            sh.wake.notify_all();
-        }
+        self.wake_all();
         for h in self.handles.drain(..) {
             let _ = h.join();
         }
@@ -368,7 +417,9 @@ fn worker(sh: Arc<Shared>, index: usize) {
         let job = unsafe { &*sh.job.get() };
         // SAFETY: as above, the closure is alive until we leave.
         let f = unsafe { &*job.f };
-        let r = catch_unwind(AssertUnwindSafe(|| work(&sh, index, f)));
+        let r = catch_unwind(AssertUnwindSafe(|| {
+            work(&sh, index, f);
+        }));
         if r.is_err() {
             sh.panicked.store(true, Ordering::Relaxed);
             for r in sh.ranges.iter() {
@@ -381,9 +432,12 @@ fn worker(sh: Arc<Shared>, index: usize) {
 }
 
 /// Runs thread `me`'s own tasks front to back, then steals from the others' backs.
-fn work(sh: &Shared, me: usize, f: &TaskFn<'_>) {
+/// Returns how many tasks it ran.
+fn work(sh: &Shared, me: usize, f: &TaskFn<'_>) -> usize {
+    let mut done = 0;
     while let Some(t) = sh.ranges[me].take(true) {
         f(t, me);
+        done += 1;
     }
     let n = sh.ranges.len();
     let mut victim = (me + 1) % n;
@@ -393,6 +447,7 @@ fn work(sh: &Shared, me: usize, f: &TaskFn<'_>) {
         match sh.ranges[victim].take(false) {
             Some(t) => {
                 f(t, me);
+                done += 1;
                 empty = 0;
             }
             None => {
@@ -401,6 +456,7 @@ fn work(sh: &Shared, me: usize, f: &TaskFn<'_>) {
             }
         }
     }
+    done
 }
 
 /// Enters the operation published as state `s` unless it is already closed or replaced.
@@ -433,14 +489,16 @@ fn wait_for_epoch(sh: &Shared, seen: u64) -> u64 {
             return s;
         }
         spins = spins.wrapping_add(1);
-        if spins % 256 == 0 && start.elapsed() > SPIN {
+        // While the pool runs alone there is nothing to spin for, and spinning would take
+        // a core the caller may need.
+        if spins % 256 == 0 && (start.elapsed() > SPIN || sh.solo.load(Ordering::Relaxed) > 0) {
             break;
         }
         std::hint::spin_loop();
     }
-    let mut g = sh.lock.lock().unwrap_or_else(|e| e.into_inner());
     // SeqCst on both sides (here and in `run`) means either the owner sees us asleep and
-    // notifies, or we see its new epoch before waiting.
+    // unparks us, or we see its new epoch before parking. An unpark that comes before the
+    // park makes the park return at once; spurious returns just loop.
     sh.sleepers.fetch_add(1, Ordering::SeqCst);
     loop {
         let s = sh.state.load(Ordering::SeqCst);
@@ -448,7 +506,7 @@ fn wait_for_epoch(sh: &Shared, seen: u64) -> u64 {
             sh.sleepers.fetch_sub(1, Ordering::SeqCst);
             return s;
         }
-        g = sh.wake.wait(g).unwrap_or_else(|e| e.into_inner());
+        std::thread::park();
     }
 }
 
