@@ -625,3 +625,61 @@ fn matmul_many_matches_separate_products() {
     );
     assert!(r.is_err());
 }
+
+#[test]
+fn pool_runs_alone_when_workers_hold_it_up_then_recovers() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let pool = Pool::new(2).unwrap();
+    let on_worker = AtomicUsize::new(0);
+    // A worker that sleeps in every task it takes makes operations slower than the caller
+    // alone; after a few such operations the pool stops handing out work.
+    let mut solo = false;
+    for _ in 0..200 {
+        on_worker.store(0, Ordering::SeqCst);
+        pool.run(8, &|_, th| {
+            if th != 0 {
+                on_worker.fetch_add(1, Ordering::SeqCst);
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
+        });
+        if on_worker.load(Ordering::SeqCst) == 0 {
+            // Either the worker was late, or the pool is running alone: check which by
+            // running a few more operations.
+            let mut any = false;
+            for _ in 0..20 {
+                pool.run(8, &|_, th| {
+                    if th != 0 {
+                        on_worker.fetch_add(1, Ordering::SeqCst);
+                    }
+                    std::thread::sleep(std::time::Duration::from_micros(50));
+                });
+                any |= on_worker.load(Ordering::SeqCst) > 0;
+            }
+            if !any {
+                solo = true;
+                break;
+            }
+        }
+    }
+    assert!(solo, "the pool never stopped waiting for its slow worker");
+    // It tries the workers again after a while.
+    let mut back = false;
+    for _ in 0..20_000 {
+        let n = AtomicUsize::new(0);
+        pool.run(8, &|_, th| {
+            if th != 0 {
+                n.fetch_add(1, Ordering::SeqCst);
+            }
+            // Long enough for a spinning worker to join before the caller has done it all.
+            let t = std::time::Instant::now();
+            while t.elapsed() < std::time::Duration::from_micros(2) {
+                std::hint::spin_loop();
+            }
+        });
+        if n.load(Ordering::SeqCst) > 0 {
+            back = true;
+            break;
+        }
+    }
+    assert!(back, "the pool never went back to its workers");
+}
