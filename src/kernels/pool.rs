@@ -43,6 +43,9 @@ const EPOCH_ONE: u64 = 1 << 32;
 /// between the operations of one token (and between tokens), short enough that an idle
 /// context stops burning a core almost at once.
 const SPIN: Duration = Duration::from_micros(300);
+/// Waiting longer than this (for the next operation, or for a worker to finish), a
+/// thread yields its core between checks: the thread it waits for may share the core.
+const YIELD_AFTER: Duration = Duration::from_micros(20);
 
 fn noop(_: usize, _: usize) {}
 const NOOP: &TaskFn<'static> = &noop;
@@ -281,7 +284,9 @@ impl Pool {
                 } else {
                     sh.score.store(score + 2, Ordering::Relaxed);
                 }
-            } else {
+            } else if mine < n_tasks {
+                // The workers helped and it paid. (When they did not take part at all the
+                // operation says nothing either way.)
                 sh.score.store(score.saturating_sub(1), Ordering::Relaxed);
             }
         }
@@ -369,10 +374,15 @@ impl Closer<'_> {
             return Duration::ZERO;
         }
         let start = Instant::now();
-        // Spin rather than yield: on a busy machine, yielding hands the core to another
-        // process for a whole time slice.
+        let mut spins = 0u32;
         while self.sh.state.load(Ordering::Acquire) & INSIDE_MASK != 0 {
-            std::hint::spin_loop();
+            spins = spins.wrapping_add(1);
+            if spins % 64 == 0 && start.elapsed() > YIELD_AFTER {
+                // The worker we wait for may be waiting for our core.
+                std::thread::yield_now();
+            } else {
+                std::hint::spin_loop();
+            }
         }
         start.elapsed()
     }
@@ -489,10 +499,19 @@ fn wait_for_epoch(sh: &Shared, seen: u64) -> u64 {
             return s;
         }
         spins = spins.wrapping_add(1);
-        // While the pool runs alone there is nothing to spin for, and spinning would take
-        // a core the caller may need.
-        if spins % 256 == 0 && (start.elapsed() > SPIN || sh.solo.load(Ordering::Relaxed) > 0) {
-            break;
+        if spins % 256 == 0 {
+            let waited = start.elapsed();
+            // While the pool runs alone there is nothing to spin for, and spinning would
+            // take a core the caller may need.
+            if waited > SPIN || sh.solo.load(Ordering::Relaxed) > 0 {
+                break;
+            }
+            if waited > YIELD_AFTER {
+                // If the scheduler put the caller on our core, it needs it to publish the
+                // next operation; when it did not, this returns at once.
+                std::thread::yield_now();
+                continue;
+            }
         }
         std::hint::spin_loop();
     }
