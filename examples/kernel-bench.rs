@@ -8,7 +8,7 @@
 //! `$EMBER_MODELS_DIR`, else `models/`), otherwise random blocks of the same type.
 //! `EMBER_KERNELS` selects the kernel set.
 //!
-//! `--model smollm2|gemma3` instead runs every matrix product of one forward pass of the
+//! `--model smollm2|gemma3|FILE.gguf` instead runs every matrix product of one forward pass of the
 //! real model (all layers and the output) for `--tokens` tokens and reports tokens/s for
 //! the products alone: the ceiling the rest of the forward pass eats into. `--pool`
 //! reports the cost of one empty parallel operation. Prints time per call, weight bandwidth (GB/s)
@@ -396,15 +396,16 @@ fn bench_model(
     min_ms: f64,
     k: &Kernels,
 ) {
-    let file = match name {
-        "smollm2" => SMOL,
-        "gemma3" => GEMMA,
+    let path = match name {
+        "smollm2" => dir.join(SMOL),
+        "gemma3" => dir.join(GEMMA),
+        other if other.ends_with(".gguf") => PathBuf::from(other),
         other => {
-            eprintln!("unknown model {other}");
+            eprintln!("unknown model {other} (smollm2, gemma3 or a .gguf path)");
             std::process::exit(2);
         }
     };
-    let f = GgufFile::open(dir.join(file)).expect("model file (run tools/fetch-models)");
+    let f = GgufFile::open(&path).expect("model file (run tools/fetch-models)");
     let mut mats: Vec<Matrix<'_>> = Vec::new();
     for t in f.tensors() {
         let is_mat = t.name.starts_with("blk.") && !t.name.contains("norm") && t.n_dims == 2;
@@ -423,9 +424,14 @@ fn bench_model(
     let bytes: usize = mats.iter().map(|m| m.data.len()).sum();
     let max_cols = mats.iter().map(|m| m.cols).max().unwrap_or(0);
     let max_rows = mats.iter().map(|m| m.rows).max().unwrap_or(0);
+    let mut types: Vec<&str> = mats.iter().map(|m| m.ty.name()).collect();
+    types.sort();
+    types.dedup();
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or(name);
     println!(
-        "{name}: {} matrices, {:.1} MiB",
+        "{name}: {} matrices ({}), {:.1} MiB",
         mats.len(),
+        types.join(" "),
         bytes as f64 / (1 << 20) as f64
     );
     for &n_tok in tokens {
