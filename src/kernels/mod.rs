@@ -668,8 +668,10 @@ impl RowPlan {
     /// Below this many weight bytes per product a single thread does it all: waking the
     /// others costs more than it saves.
     const MIN_PARALLEL_BYTES: usize = 16 * 1024;
-    /// Tasks per thread to aim for, and the most rows per task.
-    const PER_THREAD: usize = 16;
+    /// Tasks per thread to aim for, the fewest weight bytes per task (below that the
+    /// claiming and the call cost more than the balance gains), the most rows per task.
+    const PER_THREAD: usize = 8;
+    const MIN_TASK_BYTES: usize = 16 * 1024;
     const MAX_ROWS: usize = 256;
 
     fn new(rows: usize, n_threads: usize, bytes: usize) -> RowPlan {
@@ -681,7 +683,13 @@ impl RowPlan {
             };
         }
         let a = Self::ALIGN;
-        let per = (rows / (n_threads * Self::PER_THREAD)).clamp(a, Self::MAX_ROWS) / a * a;
+        let row_bytes = (bytes / rows).max(1);
+        let min_rows = Self::MIN_TASK_BYTES.div_ceil(row_bytes);
+        let per = (rows / (n_threads * Self::PER_THREAD))
+            .max(min_rows)
+            .clamp(a, Self::MAX_ROWS.max(a))
+            / a
+            * a;
         RowPlan {
             rows,
             per,

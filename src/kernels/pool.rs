@@ -46,6 +46,8 @@ const SPIN: Duration = Duration::from_micros(300);
 /// Waiting longer than this (for the next operation, or for a worker to finish), a
 /// thread yields its core between checks: the thread it waits for may share the core.
 const YIELD_AFTER: Duration = Duration::from_micros(20);
+/// An operation this long without help means the workers are not running.
+const ABSENT_AFTER: Duration = Duration::from_micros(30);
 
 fn noop(_: usize, _: usize) {}
 const NOOP: &TaskFn<'static> = &noop;
@@ -276,8 +278,12 @@ impl Pool {
             let took = (worked + waited).as_secs_f64();
             let score = sh.score.load(Ordering::Relaxed);
             // Only clear losses count: a worker that joins late and takes the last task
-            // costs a little, a preempted one costs a time slice.
-            if took > solo_est * 1.25 + 20e-6 {
+            // costs a little, a preempted one costs a time slice. A worker that never
+            // joins an operation long enough for a spinning thread to notice is not
+            // getting a core (the scheduler put it beside the caller): it only slows
+            // the caller down.
+            let absent = mine == n_tasks && worked > ABSENT_AFTER;
+            if took > solo_est * 1.25 + 20e-6 || absent {
                 if score + 2 >= SCORE_LIMIT {
                     sh.score.store(0, Ordering::Relaxed);
                     sh.solo.store(SOLO_OPS, Ordering::Relaxed);
