@@ -632,33 +632,28 @@ fn pool_runs_alone_when_workers_hold_it_up_then_recovers() {
     let pool = Pool::new(2).unwrap();
     let on_worker = AtomicUsize::new(0);
     // A worker that sleeps in every task it takes makes operations slower than the caller
-    // alone; after a few such operations the pool stops handing out work.
+    // alone; after a few such operations the pool stops handing out work, which shows as
+    // a long run of operations the worker takes no part in.
     let mut solo = false;
-    for _ in 0..200 {
+    let mut quiet = 0;
+    for _ in 0..2000 {
         on_worker.store(0, Ordering::SeqCst);
         pool.run(8, &|_, th| {
             if th != 0 {
                 on_worker.fetch_add(1, Ordering::SeqCst);
                 std::thread::sleep(std::time::Duration::from_millis(2));
+            } else {
+                std::thread::sleep(std::time::Duration::from_micros(20));
             }
         });
         if on_worker.load(Ordering::SeqCst) == 0 {
-            // Either the worker was late, or the pool is running alone: check which by
-            // running a few more operations.
-            let mut any = false;
-            for _ in 0..20 {
-                pool.run(8, &|_, th| {
-                    if th != 0 {
-                        on_worker.fetch_add(1, Ordering::SeqCst);
-                    }
-                    std::thread::sleep(std::time::Duration::from_micros(50));
-                });
-                any |= on_worker.load(Ordering::SeqCst) > 0;
-            }
-            if !any {
+            quiet += 1;
+            if quiet == 50 {
                 solo = true;
                 break;
             }
+        } else {
+            quiet = 0;
         }
     }
     assert!(solo, "the pool never stopped waiting for its slow worker");
