@@ -135,6 +135,9 @@ trait Leg {
     const MIN_MUL: f32;
     /// Whether `unpack` gives signed values (Q8_0) rather than unsigned ones.
     const SIGNED: bool;
+    /// Rows per matrix-vector step: as many as fit the 16 vector registers with the
+    /// type's unpacking constants (more would spill accumulators to the stack).
+    const VEC_ROWS: usize;
     /// `[d, m, ..]` for minimum types, `[d, d, ..]` otherwise.
     unsafe fn dm(p: *const u8) -> __m128;
     /// The 32 quants in element order.
@@ -149,6 +152,7 @@ struct Q8_0;
 
 impl Leg for Q4_0 {
     const TY: GgmlType = GgmlType::Q4_0;
+    const VEC_ROWS: usize = 4;
     const BYTES: usize = 18;
     const MIN_MUL: f32 = -8.0;
     const SIGNED: bool = false;
@@ -168,6 +172,7 @@ impl Leg for Q4_0 {
 
 impl Leg for Q4_1 {
     const TY: GgmlType = GgmlType::Q4_1;
+    const VEC_ROWS: usize = 4;
     const BYTES: usize = 20;
     const MIN_MUL: f32 = 1.0;
     const SIGNED: bool = false;
@@ -187,6 +192,7 @@ impl Leg for Q4_1 {
 
 impl Leg for Q5_0 {
     const TY: GgmlType = GgmlType::Q5_0;
+    const VEC_ROWS: usize = 2;
     const BYTES: usize = 22;
     const MIN_MUL: f32 = -16.0;
     const SIGNED: bool = false;
@@ -209,6 +215,7 @@ impl Leg for Q5_0 {
 
 impl Leg for Q5_1 {
     const TY: GgmlType = GgmlType::Q5_1;
+    const VEC_ROWS: usize = 2;
     const BYTES: usize = 24;
     const MIN_MUL: f32 = 1.0;
     const SIGNED: bool = false;
@@ -231,6 +238,7 @@ impl Leg for Q5_1 {
 
 impl Leg for Q8_0 {
     const TY: GgmlType = GgmlType::Q8_0;
+    const VEC_ROWS: usize = 4;
     const BYTES: usize = 34;
     const MIN_MUL: f32 = 0.0;
     const SIGNED: bool = true;
@@ -264,16 +272,22 @@ unsafe fn leg_dot<W: Leg>(p: *const u8, a: __m256i) -> __m256i {
 
 const PF: usize = 1024;
 
-/// Matrix-vector product over legacy blocks, `VEC_ROWS` rows at a time so each
+/// Matrix-vector product over legacy blocks, `W::VEC_ROWS` rows at a time so each
 /// activation load and scale serves several rows, then one at a time.
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn vec_leg<W: Leg>(w: *const u8, act: *const u8, nb: usize, out: &mut [f32]) {
     let rows = out.len();
     let mut r = 0;
-    while r + VEC_ROWS <= rows {
+    while r + W::VEC_ROWS <= rows {
         // SAFETY: rows r..r+VEC_ROWS are in bounds (wrapper checks).
-        unsafe { vec_leg_rows::<W, VEC_ROWS>(w, act, nb, r, &mut out[r..r + VEC_ROWS]) };
-        r += VEC_ROWS;
+        unsafe {
+            if W::VEC_ROWS == 4 {
+                vec_leg_rows::<W, 4>(w, act, nb, r, &mut out[r..r + 4]);
+            } else {
+                vec_leg_rows::<W, 2>(w, act, nb, r, &mut out[r..r + 2]);
+            }
+        }
+        r += W::VEC_ROWS;
     }
     while r < rows {
         // SAFETY: as above, one row.
@@ -281,8 +295,6 @@ unsafe fn vec_leg<W: Leg>(w: *const u8, act: *const u8, nb: usize, out: &mut [f3
         r += 1;
     }
 }
-
-const VEC_ROWS: usize = 4;
 
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
