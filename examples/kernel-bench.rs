@@ -6,7 +6,12 @@
 //! ```
 //! Weights come from the model files when they are in `--models` (default
 //! `$EMBER_MODELS_DIR`, else `models/`), otherwise random blocks of the same type.
-//! `EMBER_KERNELS` selects the kernel set. Prints time per call, weight bandwidth (GB/s)
+//! `EMBER_KERNELS` selects the kernel set.
+//!
+//! `--model smollm2|gemma3|FILE.gguf` instead runs every matrix product of one forward pass of the
+//! real model (all layers and the output) for `--tokens` tokens and reports tokens/s for
+//! the products alone: the ceiling the rest of the forward pass eats into. `--pool`
+//! reports the cost of one empty parallel operation. Prints time per call, weight bandwidth (GB/s)
 //! and arithmetic rate (GFLOP/s, 2 per multiply-add, activation quantization included).
 //! With one thread the time is the thread's CPU time (other processes on a shared
 //! machine do not inflate it); with more, wall time.
@@ -180,6 +185,9 @@ fn main() {
     let mut filter = String::new();
     let mut min_ms = 300.0f64;
     let mut force_random = false;
+    let mut model = String::new();
+    let mut pool_only = false;
+    let mut custom: Vec<Shape> = Vec::new();
     let mut dir =
         PathBuf::from(std::env::var("EMBER_MODELS_DIR").unwrap_or_else(|_| "models".into()));
     let mut args = std::env::args().skip(1);
@@ -192,6 +200,31 @@ fn main() {
             "--min-ms" => min_ms = val().parse().unwrap_or(min_ms),
             "--models" => dir = PathBuf::from(val()),
             "--random" => force_random = true,
+            "--model" => model = val(),
+            "--pool" => pool_only = true,
+            "--shape" => {
+                // TYPE:ROWS:COLS, random weights.
+                let v = val();
+                let p: Vec<&str> = v.split(':').collect();
+                let ty = p.first().and_then(|t| GgmlType::from_name(t));
+                let (r, c) = (
+                    p.get(1).and_then(|x| x.parse().ok()),
+                    p.get(2).and_then(|x| x.parse().ok()),
+                );
+                match (ty, r, c) {
+                    (Some(ty), Some(rows), Some(cols)) => custom.push(Shape {
+                        name: "custom",
+                        ty,
+                        rows,
+                        cols,
+                        src: None,
+                    }),
+                    _ => {
+                        eprintln!("--shape wants TYPE:ROWS:COLS, got {v}");
+                        std::process::exit(2);
+                    }
+                }
+            }
             other => {
                 eprintln!("unknown argument {other}");
                 std::process::exit(2);
@@ -200,6 +233,12 @@ fn main() {
     }
     let kernels = Kernels::detect();
     println!("kernels: {}", kernels.name);
+    if pool_only {
+        return bench_pool(&threads);
+    }
+    if !model.is_empty() {
+        return bench_model(&model, &dir, &threads, &tokens, min_ms, kernels);
+    }
     let files: Vec<(&str, Option<GgufFile>)> = [SMOL, GEMMA]
         .iter()
         .map(|f| (*f, GgufFile::open(dir.join(f)).ok()))
@@ -213,7 +252,8 @@ fn main() {
         "shape", "type", "tok", "thr", "us/call", "GB/s", "GFLOP/s"
     );
     let mut seed = 0x1234_5678_9abc_def1u64;
-    for sh in shapes() {
+    let list = if custom.is_empty() { shapes() } else { custom };
+    for sh in list {
         if !sh.name.contains(&filter) {
             continue;
         }
@@ -283,6 +323,155 @@ fn main() {
                     gflops
                 );
             }
+        }
+    }
+}
+
+fn bench_pool(threads: &[usize]) {
+    // Spin for about `ns` nanoseconds of work.
+    fn busy(ns: u64) {
+        let t = Instant::now();
+        while (t.elapsed().as_nanos() as u64) < ns {
+            std::hint::spin_loop();
+        }
+    }
+    for &n in threads {
+        let pool = Pool::new(n).expect("pool");
+        let counts: Vec<std::sync::atomic::AtomicUsize> = (0..n)
+            .map(|_| std::sync::atomic::AtomicUsize::new(0))
+            .collect();
+        for (n_tasks, task_ns) in [(n, 0u64), (32, 500), (32, 2000)] {
+            let op = || {
+                pool.run(n_tasks, &|_, th| {
+                    counts[th].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    busy(task_ns)
+                })
+            };
+            for _ in 0..200 {
+                op();
+            }
+            for c in &counts {
+                c.store(0, std::sync::atomic::Ordering::Relaxed);
+            }
+            let reps = 2000;
+            let mut best = f64::INFINITY;
+            let mut each: Vec<f64> = Vec::with_capacity(reps * 5);
+            for _ in 0..5 {
+                let t = Instant::now();
+                for _ in 0..reps {
+                    let t1 = Instant::now();
+                    op();
+                    each.push(t1.elapsed().as_secs_f64() * 1e6);
+                }
+                best = best.min(t.elapsed().as_secs_f64() / reps as f64);
+            }
+            each.sort_by(|a, b| a.total_cmp(b));
+            let pct = |p: f64| each[((each.len() - 1) as f64 * p) as usize];
+            println!(
+                "    per-operation us: p10 {:.1} p50 {:.1} p90 {:.1} p99 {:.1} max {:.1}",
+                pct(0.1),
+                pct(0.5),
+                pct(0.9),
+                pct(0.99),
+                pct(1.0)
+            );
+            let ideal = (n_tasks as f64 * task_ns as f64 / n as f64) * 1e-3;
+            let shares: Vec<usize> = counts
+                .iter()
+                .map(|c| c.load(std::sync::atomic::Ordering::Relaxed))
+                .collect();
+            println!(
+                "pool threads={n}: {n_tasks} tasks of {task_ns} ns: {:8.2} us per operation (ideal {ideal:.2}), tasks per thread {shares:?}",
+                best * 1e6
+            );
+        }
+    }
+}
+
+fn bench_model(
+    name: &str,
+    dir: &std::path::Path,
+    threads: &[usize],
+    tokens: &[usize],
+    min_ms: f64,
+    k: &Kernels,
+) {
+    let path = match name {
+        "smollm2" => dir.join(SMOL),
+        "gemma3" => dir.join(GEMMA),
+        other if other.ends_with(".gguf") => PathBuf::from(other),
+        other => {
+            eprintln!("unknown model {other} (smollm2, gemma3 or a .gguf path)");
+            std::process::exit(2);
+        }
+    };
+    let f = GgufFile::open(&path).expect("model file (run tools/fetch-models)");
+    let mut mats: Vec<Matrix<'_>> = Vec::new();
+    for t in f.tensors() {
+        let is_mat = t.name.starts_with("blk.") && !t.name.contains("norm") && t.n_dims == 2;
+        if is_mat
+            || t.name == "token_embd.weight" && f.tensor("output.weight").is_none()
+            || t.name == "output.weight"
+        {
+            mats.push(Matrix {
+                ty: t.ty,
+                rows: t.n_rows() as usize,
+                cols: t.dims[0] as usize,
+                data: f.tensor_data(t),
+            });
+        }
+    }
+    let bytes: usize = mats.iter().map(|m| m.data.len()).sum();
+    let max_cols = mats.iter().map(|m| m.cols).max().unwrap_or(0);
+    let max_rows = mats.iter().map(|m| m.rows).max().unwrap_or(0);
+    let mut types: Vec<&str> = mats.iter().map(|m| m.ty.name()).collect();
+    types.sort();
+    types.dedup();
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or(name);
+    println!(
+        "{name}: {} matrices ({}), {:.1} MiB",
+        mats.len(),
+        types.join(" "),
+        bytes as f64 / (1 << 20) as f64
+    );
+    for &n_tok in tokens {
+        let x: Vec<f32> = (0..n_tok * max_cols)
+            .map(|i| ((i * 7919 % 1000) as f32 - 500.0) * 1e-3)
+            .collect();
+        let mut act = vec![0u8; n_tok * max_cols * 4];
+        let mut out = vec![0f32; n_tok * max_rows];
+        for &n in threads {
+            let pool = Pool::new(n).expect("pool");
+            let pass = |act: &mut [u8], out: &mut [f32]| {
+                for m in &mats {
+                    // Prefill needs logits for the last token only.
+                    let nt = if m.rows > 100_000 || m.rows == max_rows {
+                        1
+                    } else {
+                        n_tok
+                    };
+                    matmul(&pool, k, m, &x[..nt * m.cols], nt, act, out).expect("matmul");
+                }
+            };
+            pass(&mut act, &mut out);
+            let mut best = f64::INFINITY;
+            let mut best_cpu = f64::INFINITY;
+            let start = Instant::now();
+            while start.elapsed().as_secs_f64() * 1e3 < min_ms.max(1.0) * 3.0 {
+                let c = thread_cpu();
+                let t = Instant::now();
+                pass(&mut act, &mut out);
+                best = best.min(t.elapsed().as_secs_f64());
+                if let (Some(c0), Some(c1)) = (c, thread_cpu()) {
+                    best_cpu = best_cpu.min(c1 - c0);
+                }
+            }
+            println!(
+                "{name} n_tok={n_tok:<4} threads={n}: {:8.2} ms per pass (wall), {:8.1} tok/s (matrix products only); calling thread's CPU time {:.2} ms",
+                best * 1e3,
+                n_tok as f64 / best,
+                best_cpu * 1e3
+            );
         }
     }
 }

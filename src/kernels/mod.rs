@@ -19,6 +19,8 @@ mod x86;
 mod aarch64;
 
 #[cfg(test)]
+mod alloc_tests;
+#[cfg(test)]
 mod tests;
 
 use std::sync::OnceLock;
@@ -446,7 +448,7 @@ pub fn matmul_quantized(
 
 /// Rows per prefill task, and token groups per prefill task (bounds the stack tile).
 const TASK_ROWS: usize = 16;
-const TASK_GROUPS: usize = 8;
+const TASK_GROUPS: usize = 16;
 
 fn matmul_act(
     pool: &Pool,
@@ -456,54 +458,169 @@ fn matmul_act(
     n_tok: usize,
     out: &mut [f32],
 ) -> Result<()> {
-    let fmt = ActFormat::for_weight(w.ty)?;
-    let fns = k.mat_fns(w.ty)?;
-    let (rows, cols) = (w.rows, w.cols);
-    let rb = fmt.row_bytes(cols);
-    if act.len() < n_tok * rb {
-        return Err(Error::InvalidArgument(format!(
-            "quantized activations of {} bytes, {n_tok} tokens need {}",
-            act.len(),
-            n_tok * rb
-        )));
-    }
-    let nout = n_tok * rows;
-    if out.len() < nout {
-        return Err(Error::InvalidArgument(format!(
-            "matmul output has {} values, {n_tok}x{rows} needed",
-            out.len()
-        )));
-    }
-    if n_tok == 0 || rows == 0 {
-        return Ok(());
-    }
-    let out = &mut out[..nout];
-    let wrb = w.row_bytes();
-    let (ng, nt) = act::split_tokens(n_tok);
+    let job = Job::new(k, w, act, n_tok, out, pool.n_threads())?;
+    pool.run(job.n_tasks(), &|task, _| job.run(task));
+    Ok(())
+}
 
-    // Single tokens (decode, and the tokens after the last whole group): each task is a
-    // range of rows of one token, written straight into `out`.
-    let plan = RowPlan::new(rows, pool.n_threads(), wrb * rows);
-    let n_vec_tasks = plan.n_tasks * nt;
-    // Groups: each task is up to TASK_ROWS rows by TASK_GROUPS groups.
-    let row_tiles = rows.div_ceil(TASK_ROWS);
-    let grp_tiles = ng.div_ceil(TASK_GROUPS);
-    let n_gemm_tasks = row_tiles * grp_tiles;
-    let outp = SendPtr(out.as_mut_ptr());
-    let wdata = w.data;
-    pool.run(n_gemm_tasks + n_vec_tasks, &|task, _| {
-        if task < n_gemm_tasks {
-            let (rt, gt) = (task % row_tiles, task / row_tiles);
+/// Most matrices [`matmul_many`] takes at once.
+pub const MAX_MANY: usize = 8;
+
+/// Several products of the same input in one parallel operation (one wake-up and one
+/// barrier instead of one each): `outs[i]` receives `ws[i] · x` as in [`matmul`]. Typical
+/// use: the Q, K and V projections, or the gate and up projections. All weights must take
+/// the same activation format and have the same `cols`; at most [`MAX_MANY`] matrices.
+pub fn matmul_many(
+    pool: &Pool,
+    k: &Kernels,
+    ws: &[&Matrix<'_>],
+    x: &[f32],
+    n_tok: usize,
+    act: &mut [u8],
+    outs: &mut [&mut [f32]],
+) -> Result<()> {
+    if ws.is_empty() || ws.len() != outs.len() || ws.len() > MAX_MANY {
+        return Err(Error::InvalidArgument(format!(
+            "matmul_many takes 1 to {MAX_MANY} matrices and as many outputs, got {} and {}",
+            ws.len(),
+            outs.len()
+        )));
+    }
+    let fmt = ActFormat::for_weight(ws[0].ty)?;
+    for w in ws {
+        w.validate()?;
+        if ActFormat::for_weight(w.ty)? != fmt || w.cols != ws[0].cols {
+            return Err(Error::InvalidArgument(format!(
+                "matmul_many: {}x{} {} does not share the input format of {}x{} {}",
+                w.rows, w.cols, w.ty, ws[0].rows, ws[0].cols, ws[0].ty
+            )));
+        }
+    }
+    let cols = ws[0].cols;
+    let nx = n_tok.saturating_mul(cols);
+    if x.len() < nx {
+        return Err(Error::InvalidArgument(format!(
+            "matmul input has {} values, {n_tok} tokens of {cols} need {nx}",
+            x.len()
+        )));
+    }
+    let act: &[u8] = if fmt == ActFormat::F32 {
+        bytemuck::cast_slice(&x[..nx])
+    } else {
+        let need = quantize(pool, k, fmt, &x[..nx], cols, act)?;
+        &act[..need]
+    };
+    let mut jobs: [Option<Job<'_>>; MAX_MANY] = Default::default();
+    let mut starts = [0usize; MAX_MANY + 1];
+    for (i, (w, out)) in ws.iter().zip(outs.iter_mut()).enumerate() {
+        let job = Job::new(k, w, act, n_tok, out, pool.n_threads())?;
+        starts[i + 1] = starts[i] + job.n_tasks();
+        jobs[i] = Some(job);
+    }
+    let n = ws.len();
+    pool.run(starts[n], &|task, _| {
+        let i = starts[1..=n]
+            .iter()
+            .position(|&s| task < s)
+            .unwrap_or(n - 1);
+        if let Some(job) = &jobs[i] {
+            job.run(task - starts[i]);
+        }
+    });
+    Ok(())
+}
+
+/// One matrix product cut into tasks; validated on creation, so `run` cannot fail.
+struct Job<'a> {
+    fns: MatFns,
+    w: &'a [u8],
+    wrb: usize,
+    rows: usize,
+    cols: usize,
+    act: &'a [u8],
+    /// Bytes of one token's activations.
+    rb: usize,
+    ng: usize,
+    plan: RowPlan,
+    row_tiles: usize,
+    n_gemm_tasks: usize,
+    n_vec_tasks: usize,
+    out: SendPtr<f32>,
+}
+
+impl<'a> Job<'a> {
+    fn new(
+        k: &Kernels,
+        w: &Matrix<'a>,
+        act: &'a [u8],
+        n_tok: usize,
+        out: &'a mut [f32],
+        n_threads: usize,
+    ) -> Result<Job<'a>> {
+        let fmt = ActFormat::for_weight(w.ty)?;
+        let fns = k.mat_fns(w.ty)?;
+        let (rows, cols) = (w.rows, w.cols);
+        let rb = fmt.row_bytes(cols);
+        if act.len() < n_tok * rb {
+            return Err(Error::InvalidArgument(format!(
+                "quantized activations of {} bytes, {n_tok} tokens need {}",
+                act.len(),
+                n_tok * rb
+            )));
+        }
+        let nout = n_tok * rows;
+        if out.len() < nout {
+            return Err(Error::InvalidArgument(format!(
+                "matmul output has {} values, {n_tok}x{rows} needed",
+                out.len()
+            )));
+        }
+        let wrb = w.row_bytes();
+        let (ng, nt) = if rows == 0 {
+            (0, 0)
+        } else {
+            act::split_tokens(n_tok)
+        };
+        // Single tokens (decode, and the tokens after the last whole group): each task is
+        // a range of rows of one token, written straight into `out`.
+        let plan = RowPlan::new(rows, n_threads, wrb * rows);
+        // Groups: each task is up to TASK_ROWS rows by TASK_GROUPS groups.
+        let row_tiles = rows.div_ceil(TASK_ROWS);
+        Ok(Job {
+            fns,
+            w: &w.data[..rows * wrb],
+            wrb,
+            rows,
+            cols,
+            act,
+            rb,
+            ng,
+            plan,
+            row_tiles,
+            n_gemm_tasks: row_tiles * ng.div_ceil(TASK_GROUPS),
+            n_vec_tasks: plan.n_tasks * nt,
+            out: SendPtr(out.as_mut_ptr()),
+        })
+    }
+
+    fn n_tasks(&self) -> usize {
+        self.n_gemm_tasks + self.n_vec_tasks
+    }
+
+    fn run(&self, task: usize) {
+        let (rows, cols, rb, wrb) = (self.rows, self.cols, self.rb, self.wrb);
+        if task < self.n_gemm_tasks {
+            let (rt, gt) = (task % self.row_tiles, task / self.row_tiles);
             let r0 = rt * TASK_ROWS;
             let nr = TASK_ROWS.min(rows - r0);
             let g0 = gt * TASK_GROUPS;
-            let ngt = TASK_GROUPS.min(ng - g0);
+            let ngt = TASK_GROUPS.min(self.ng - g0);
             let mut tile = [0f32; TASK_ROWS * TASK_GROUPS * GROUP];
             let tile = &mut tile[..nr * ngt * GROUP];
             let a0 = g0 * GROUP * rb;
-            (fns.gemm)(
-                &wdata[r0 * wrb..(r0 + nr) * wrb],
-                &act[a0..a0 + ngt * GROUP * rb],
+            (self.fns.gemm)(
+                &self.w[r0 * wrb..(r0 + nr) * wrb],
+                &self.act[a0..a0 + ngt * GROUP * rb],
                 cols,
                 ngt,
                 tile,
@@ -511,39 +628,37 @@ fn matmul_act(
             for t in 0..ngt * GROUP {
                 let base = (g0 * GROUP + t) * rows + r0;
                 for r in 0..nr {
-                    // SAFETY: this task alone owns rows r0..r0+nr of tokens in its group
-                    // range; the index is inside `out` (checked length n_tok * rows).
-                    unsafe { outp.write(base + r, tile[t * nr + r]) };
+                    // SAFETY: this task alone owns rows r0..r0+nr of the tokens of its
+                    // groups; the index is inside `out` (length checked in `new`), which
+                    // stays mutably borrowed while the job exists.
+                    unsafe { self.out.write(base + r, tile[t * nr + r]) };
                 }
             }
-        } else {
-            let task = task - n_gemm_tasks;
-            let (chunk, tail) = (task % plan.n_tasks, task / plan.n_tasks);
-            let t = ng * GROUP + tail;
-            let range = plan.range(chunk);
+        } else if task < self.n_tasks() {
+            let task = task - self.n_gemm_tasks;
+            let (chunk, tail) = (task % self.plan.n_tasks, task / self.plan.n_tasks);
+            let t = self.ng * GROUP + tail;
+            let range = self.plan.range(chunk);
             // SAFETY: rows `range` of token `t` belong to this task alone and lie inside
-            // `out`, which stays mutably borrowed for the whole call.
-            let o = unsafe { outp.slice(t * rows + range.start, range.len()) };
-            (fns.vec)(
-                &wdata[range.start * wrb..range.end * wrb],
-                &act[t * rb..(t + 1) * rb],
+            // `out` (length checked in `new`), mutably borrowed while the job exists.
+            let o = unsafe { self.out.slice(t * rows + range.start, range.len()) };
+            (self.fns.vec)(
+                &self.w[range.start * wrb..range.end * wrb],
+                &self.act[t * rb..(t + 1) * rb],
                 cols,
                 o,
             );
         }
-    });
-    Ok(())
+    }
 }
 
-/// Splits the rows of a matrix-vector product into tasks: one large chunk per thread
-/// covering most rows (so threads that start together finish together with one claim
-/// each), then small chunks that late or slow threads balance with.
+/// Splits the rows of a matrix-vector product into tasks of equal size: small enough
+/// that threads balance (the pool gives each thread a contiguous share and lets the
+/// others steal from its end), large enough that bookkeeping stays negligible.
 #[derive(Clone, Copy, Debug)]
 struct RowPlan {
-    big: usize,
-    small: usize,
-    n_big: usize,
     rows: usize,
+    per: usize,
     n_tasks: usize,
 }
 
@@ -553,38 +668,37 @@ impl RowPlan {
     /// Below this many weight bytes per product a single thread does it all: waking the
     /// others costs more than it saves.
     const MIN_PARALLEL_BYTES: usize = 16 * 1024;
+    /// Tasks per thread to aim for, the fewest weight bytes per task (below that the
+    /// claiming and the call cost more than the balance gains), the most rows per task.
+    const PER_THREAD: usize = 8;
+    const MIN_TASK_BYTES: usize = 16 * 1024;
+    const MAX_ROWS: usize = 256;
 
     fn new(rows: usize, n_threads: usize, bytes: usize) -> RowPlan {
         if n_threads <= 1 || bytes < Self::MIN_PARALLEL_BYTES || rows <= Self::ALIGN {
             return RowPlan {
-                big: rows,
-                small: rows.max(1),
-                n_big: 1,
                 rows,
+                per: rows.max(1),
                 n_tasks: 1,
             };
         }
         let a = Self::ALIGN;
-        let big = (rows * 3 / 4 / n_threads) / a * a;
-        let n_big = if big == 0 { 0 } else { n_threads };
-        let rest = rows - big * n_big;
-        let small = (rest.div_ceil(n_threads * 4)).div_ceil(a).max(1) * a;
-        let n_tasks = n_big + rest.div_ceil(small);
+        let row_bytes = (bytes / rows).max(1);
+        let min_rows = Self::MIN_TASK_BYTES.div_ceil(row_bytes);
+        let per = (rows / (n_threads * Self::PER_THREAD))
+            .max(min_rows)
+            .clamp(a, Self::MAX_ROWS.max(a))
+            / a
+            * a;
         RowPlan {
-            big,
-            small,
-            n_big,
             rows,
-            n_tasks,
+            per,
+            n_tasks: rows.div_ceil(per),
         }
     }
 
     fn range(&self, i: usize) -> std::ops::Range<usize> {
-        if i < self.n_big {
-            i * self.big..(i + 1) * self.big
-        } else {
-            let s = self.n_big * self.big + (i - self.n_big) * self.small;
-            s..(s + self.small).min(self.rows)
-        }
+        let s = i * self.per;
+        s..(s + self.per).min(self.rows)
     }
 }

@@ -6,12 +6,23 @@
 //! sleeping thread costs tens of microseconds), then sleep on a condition variable. The
 //! calling thread works too, and it never waits for a worker that has not joined: it
 //! closes the operation once every task is claimed and waits only for the workers inside.
+//!
+//! Tasks are split into one contiguous range per thread, claimed from the front by their
+//! owner (an uncontended atomic on the owner's cache line) and stolen one at a time from
+//! the back by threads that run out. A thread that starts late, or is preempted on a
+//! busy machine, thus holds up at most the one task it is running.
+//!
+//! When the machine has fewer free cores than the pool has threads, a preempted worker
+//! can still hold up each operation for a scheduler time slice, making several threads
+//! slower than one. The pool notices (operations keep taking longer than the caller's
+//! own pace says it would have needed alone) and then runs the next operations on the
+//! calling thread alone for a while before trying again.
 //! Nothing here allocates after [`Pool::new`].
 
 use std::cell::{Cell, UnsafeCell};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -32,24 +43,64 @@ const EPOCH_ONE: u64 = 1 << 32;
 /// between the operations of one token (and between tokens), short enough that an idle
 /// context stops burning a core almost at once.
 const SPIN: Duration = Duration::from_micros(300);
+/// Waiting longer than this (for the next operation, or for a worker to finish), a
+/// thread yields its core between checks: the thread it waits for may share the core.
+const YIELD_AFTER: Duration = Duration::from_micros(20);
+/// An operation this long without help means the workers are not running.
+const ABSENT_AFTER: Duration = Duration::from_micros(30);
 
 fn noop(_: usize, _: usize) {}
 const NOOP: &TaskFn<'static> = &noop;
 
 struct Job {
     f: *const TaskFn<'static>,
-    n_tasks: usize,
+}
+
+/// One thread's remaining task range, `start | end << 32`, alone on its cache line.
+#[repr(align(128))]
+struct Range(AtomicU64);
+
+impl Range {
+    fn set(&self, start: usize, end: usize) {
+        self.0
+            .store(start as u64 | (end as u64) << 32, Ordering::Relaxed);
+    }
+
+    /// Takes the first task (the owner) or the last (a thief).
+    fn take(&self, front: bool) -> Option<usize> {
+        let mut v = self.0.load(Ordering::Relaxed);
+        loop {
+            let (s, e) = (v & 0xFFFF_FFFF, v >> 32);
+            if s >= e {
+                return None;
+            }
+            let (next, t) = if front {
+                (v + 1, s)
+            } else {
+                (s | (e - 1) << 32, e - 1)
+            };
+            match self
+                .0
+                .compare_exchange_weak(v, next, Ordering::Relaxed, Ordering::Relaxed)
+            {
+                Ok(_) => return Some(t as usize),
+                Err(now) => v = now,
+            }
+        }
+    }
+
+    fn clear(&self) {
+        self.0.store(0, Ordering::Relaxed);
+    }
 }
 
 struct Shared {
     state: AtomicU64,
-    next_task: AtomicUsize,
+    ranges: Box<[Range]>,
     /// Written only by the thread that owns the current operation, while no worker is
     /// inside it; read by workers only after they have joined (see `run`).
     job: UnsafeCell<Job>,
     sleepers: AtomicUsize,
-    lock: Mutex<()>,
-    wake: Condvar,
     shutdown: AtomicBool,
     /// A task panicked on a worker; the owner re-raises after the operation.
     panicked: AtomicBool,
@@ -57,7 +108,16 @@ struct Shared {
     busy: AtomicBool,
     /// Identifies this pool to its worker threads (for nested calls).
     id: usize,
+    /// Operations left to run on the calling thread alone (see the module comment).
+    solo: AtomicU32,
+    /// Evidence that workers slow operations down: +2 per operation that took longer
+    /// than the caller alone would have, -1 per operation that went faster.
+    score: AtomicU32,
 }
+
+/// Operations run alone once parallel ones keep losing (a decoded token is a few hundred).
+const SOLO_OPS: u32 = 2000;
+const SCORE_LIMIT: u32 = 6;
 
 // SAFETY: `job` is the only non-Sync field. It is written by the owner of the `busy` flag
 // only while no worker is inside an operation, and read by workers only between a
@@ -69,6 +129,12 @@ unsafe impl Send for Shared {}
 thread_local! {
     /// (pool id, thread index) of the pool worker running on this thread, if any.
     static WORKER: Cell<(usize, usize)> = const { Cell::new((0, 0)) };
+}
+
+/// The id of the pool the current thread works for (or runs an operation of), 0 if none.
+#[cfg(test)]
+pub(crate) fn current_pool_id() -> usize {
+    WORKER.with(|w| w.get().0)
 }
 
 /// The worker threads of one context. Every parallel operation of a forward pass runs on
@@ -105,18 +171,15 @@ impl Pool {
         static NEXT_ID: AtomicUsize = AtomicUsize::new(1);
         let shared = Arc::new(Shared {
             state: AtomicU64::new(0),
-            next_task: AtomicUsize::new(0),
-            job: UnsafeCell::new(Job {
-                f: NOOP,
-                n_tasks: 0,
-            }),
+            ranges: (0..n).map(|_| Range(AtomicU64::new(0))).collect(),
+            job: UnsafeCell::new(Job { f: NOOP }),
             sleepers: AtomicUsize::new(0),
-            lock: Mutex::new(()),
-            wake: Condvar::new(),
             shutdown: AtomicBool::new(false),
             panicked: AtomicBool::new(false),
             busy: AtomicBool::new(false),
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            solo: AtomicU32::new(0),
+            score: AtomicU32::new(0),
         });
         let mut pool = Pool {
             shared,
@@ -143,9 +206,17 @@ impl Pool {
         self.n_threads
     }
 
+    /// Identifies this pool's worker threads (see [`current_pool_id`]).
+    #[cfg(test)]
+    pub(crate) fn id(&self) -> usize {
+        self.shared.id
+    }
+
     /// Runs `f(task, thread)` for every task in `0..n_tasks`, spread over the threads,
-    /// and returns when all are done. Tasks are claimed in order, one at a time, so
-    /// uneven tasks balance themselves; make them a few microseconds long or more.
+    /// and returns when all are done. Each thread starts on its own contiguous share of
+    /// the tasks in order (neighbouring tasks stay on one core) and helps the others
+    /// when it is done, one task at a time, so uneven tasks balance themselves; a task
+    /// of a microsecond or more amortizes the bookkeeping.
     ///
     /// Called from inside a task of the same pool, the tasks run inline on the calling
     /// thread (with its thread index); called from two threads at once, the calls take turns.
@@ -163,9 +234,15 @@ impl Pool {
             return;
         }
         let _busy = self.acquire();
-        if self.n_threads == 1 || n_tasks == 1 {
+        let solo = sh.solo.load(Ordering::Relaxed);
+        if self.n_threads == 1 || n_tasks == 1 || solo > 0 {
+            sh.solo.store(solo.saturating_sub(1), Ordering::Relaxed);
             (0..n_tasks).for_each(|t| f(t, 0));
             return;
+        }
+        if n_tasks > u32::MAX as usize {
+            // Tasks are numbered in 32 bits; so many is a caller bug, not input.
+            panic!("pool operation with {n_tasks} tasks");
         }
         // SAFETY: only the lifetime is erased. The closure outlives every use: workers
         // reach it only while inside this operation, and `Closer` (also on unwind) waits
@@ -176,25 +253,49 @@ impl Pool {
         // and its state closed, so no other thread reads `job` now (a worker joins only
         // an open operation, which the store below creates).
         unsafe {
-            *sh.job.get() = Job { f: fp, n_tasks };
+            *sh.job.get() = Job { f: fp };
         }
-        sh.next_task.store(0, Ordering::Relaxed);
+        let nt = self.n_threads;
+        for (i, r) in sh.ranges.iter().enumerate() {
+            r.set(i * n_tasks / nt, (i + 1) * n_tasks / nt);
+        }
         let epoch = (sh.state.load(Ordering::Relaxed) >> 32).wrapping_add(1) & 0xFFFF_FFFF;
-        // Release: publishes `job` and `next_task` to the workers that join.
+        // Release: publishes `job` and the ranges to the workers that join.
         sh.state.store(epoch << 32, Ordering::SeqCst);
         if sh.sleepers.load(Ordering::SeqCst) > 0 {
-            let _g = sh.lock.lock().unwrap_or_else(|e| e.into_inner());
-            sh.wake.notify_all();
+            self.wake_all();
         }
-        let closer = Closer { sh };
-        loop {
-            let t = sh.next_task.fetch_add(1, Ordering::Relaxed);
-            if t >= n_tasks {
-                break;
+        let mut closer = Closer { sh, done: false };
+        let start = Instant::now();
+        let mine = work(sh, 0, f);
+        let worked = start.elapsed();
+        let waited = closer.close();
+        // The caller alone would have taken about `worked` scaled to all tasks; when
+        // operations keep taking longer than that (workers preempted on a busy machine),
+        // run alone for a while.
+        if mine > 0 {
+            let solo_est = worked.as_secs_f64() * n_tasks as f64 / mine as f64;
+            let took = (worked + waited).as_secs_f64();
+            let score = sh.score.load(Ordering::Relaxed);
+            // Only clear losses count: a worker that joins late and takes the last task
+            // costs a little, a preempted one costs a time slice. A worker that never
+            // joins an operation long enough for a spinning thread to notice is not
+            // getting a core (the scheduler put it beside the caller): it only slows
+            // the caller down.
+            let absent = mine == n_tasks && worked > ABSENT_AFTER;
+            if took > solo_est * 1.25 + 20e-6 || absent {
+                if score + 2 >= SCORE_LIMIT {
+                    sh.score.store(0, Ordering::Relaxed);
+                    sh.solo.store(SOLO_OPS, Ordering::Relaxed);
+                } else {
+                    sh.score.store(score + 2, Ordering::Relaxed);
+                }
+            } else if mine < n_tasks {
+                // The workers helped and it paid. (When they did not take part at all the
+                // operation says nothing either way.)
+                sh.score.store(score.saturating_sub(1), Ordering::Relaxed);
             }
-            f(t, 0);
         }
-        drop(closer);
         if sh.panicked.swap(false, Ordering::Relaxed) {
             panic!("a task panicked on an ember worker thread");
         }
@@ -221,6 +322,14 @@ impl Pool {
             let s = unsafe { base.slice(start, end - start) };
             f(i, s, th)
         });
+    }
+
+    /// Unparks every worker. No lock is involved, so a worker preempted on its way to
+    /// sleep cannot hold up the caller.
+    fn wake_all(&self) {
+        for h in &self.handles {
+            h.thread().unpark();
+        }
     }
 
     /// Takes the pool for one operation; the guard gives it back, also on unwind.
@@ -255,25 +364,40 @@ impl Drop for Busy<'_> {
 /// unwind too, so a panicking task cannot leave workers holding a dangling closure.
 struct Closer<'a> {
     sh: &'a Shared,
+    done: bool,
 }
 
-impl Drop for Closer<'_> {
-    fn drop(&mut self) {
-        // Claim every remaining task so workers inside stop soon (matters on unwind).
-        self.sh.next_task.store(usize::MAX / 2, Ordering::Relaxed);
+impl Closer<'_> {
+    /// Closes the operation and returns how long the workers inside kept us waiting.
+    fn close(&mut self) -> Duration {
+        self.done = true;
+        // Drop every unclaimed task so workers inside stop soon (matters on unwind).
+        for r in self.sh.ranges.iter() {
+            r.clear();
+        }
         let s = self.sh.state.fetch_or(CLOSED, Ordering::AcqRel);
         if s & INSIDE_MASK == 0 {
-            return;
+            return Duration::ZERO;
         }
+        let start = Instant::now();
         let mut spins = 0u32;
         while self.sh.state.load(Ordering::Acquire) & INSIDE_MASK != 0 {
             spins = spins.wrapping_add(1);
-            if spins % 4096 == 0 {
-                // A worker inside may have been preempted; let it run.
+            if spins % 64 == 0 && start.elapsed() > YIELD_AFTER {
+                // The worker we wait for may be waiting for our core.
                 std::thread::yield_now();
             } else {
                 std::hint::spin_loop();
             }
+        }
+        start.elapsed()
+    }
+}
+
+impl Drop for Closer<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.close();
         }
     }
 }
@@ -282,12 +406,9 @@ impl Drop for Pool {
     fn drop(&mut self) {
         let sh = &*self.shared;
         sh.shutdown.store(true, Ordering::SeqCst);
-        // A new epoch wakes spinners; the lock and notify wake sleepers.
+        // A new epoch wakes spinners; unparking wakes sleepers.
         sh.state.fetch_add(EPOCH_ONE, Ordering::SeqCst);
-        {
-            let _g = sh.lock.lock().unwrap_or_else(|e| e.into_inner());
-            sh.wake.notify_all();
-        }
+        self.wake_all();
         for h in self.handles.drain(..) {
             let _ = h.join();
         }
@@ -312,20 +433,46 @@ fn worker(sh: Arc<Shared>, index: usize) {
         let job = unsafe { &*sh.job.get() };
         // SAFETY: as above, the closure is alive until we leave.
         let f = unsafe { &*job.f };
-        let r = catch_unwind(AssertUnwindSafe(|| loop {
-            let t = sh.next_task.fetch_add(1, Ordering::Relaxed);
-            if t >= job.n_tasks {
-                break;
-            }
-            f(t, index);
+        let r = catch_unwind(AssertUnwindSafe(|| {
+            work(&sh, index, f);
         }));
         if r.is_err() {
             sh.panicked.store(true, Ordering::Relaxed);
-            sh.next_task.store(usize::MAX / 2, Ordering::Relaxed);
+            for r in sh.ranges.iter() {
+                r.clear();
+            }
         }
         // Release: our task writes happen before the owner sees us gone.
         sh.state.fetch_sub(1, Ordering::Release);
     }
+}
+
+/// Runs thread `me`'s own tasks front to back, then steals from the others' backs.
+/// Returns how many tasks it ran.
+fn work(sh: &Shared, me: usize, f: &TaskFn<'_>) -> usize {
+    let mut done = 0;
+    while let Some(t) = sh.ranges[me].take(true) {
+        f(t, me);
+        done += 1;
+    }
+    let n = sh.ranges.len();
+    let mut victim = (me + 1) % n;
+    let mut empty = 0;
+    // Stop after a full round of empty ranges.
+    while empty < n {
+        match sh.ranges[victim].take(false) {
+            Some(t) => {
+                f(t, me);
+                done += 1;
+                empty = 0;
+            }
+            None => {
+                empty += 1;
+                victim = (victim + 1) % n;
+            }
+        }
+    }
+    done
 }
 
 /// Enters the operation published as state `s` unless it is already closed or replaced.
@@ -358,14 +505,25 @@ fn wait_for_epoch(sh: &Shared, seen: u64) -> u64 {
             return s;
         }
         spins = spins.wrapping_add(1);
-        if spins % 256 == 0 && start.elapsed() > SPIN {
-            break;
+        if spins % 256 == 0 {
+            let waited = start.elapsed();
+            // While the pool runs alone there is nothing to spin for, and spinning would
+            // take a core the caller may need.
+            if waited > SPIN || sh.solo.load(Ordering::Relaxed) > 0 {
+                break;
+            }
+            if waited > YIELD_AFTER {
+                // If the scheduler put the caller on our core, it needs it to publish the
+                // next operation; when it did not, this returns at once.
+                std::thread::yield_now();
+                continue;
+            }
         }
         std::hint::spin_loop();
     }
-    let mut g = sh.lock.lock().unwrap_or_else(|e| e.into_inner());
     // SeqCst on both sides (here and in `run`) means either the owner sees us asleep and
-    // notifies, or we see its new epoch before waiting.
+    // unparks us, or we see its new epoch before parking. An unpark that comes before the
+    // park makes the park return at once; spurious returns just loop.
     sh.sleepers.fetch_add(1, Ordering::SeqCst);
     loop {
         let s = sh.state.load(Ordering::SeqCst);
@@ -373,7 +531,7 @@ fn wait_for_epoch(sh: &Shared, seen: u64) -> u64 {
             sh.sleepers.fetch_sub(1, Ordering::SeqCst);
             return s;
         }
-        g = sh.wake.wait(g).unwrap_or_else(|e| e.into_inner());
+        std::thread::park();
     }
 }
 

@@ -268,7 +268,10 @@ fn kernels_match_scalar() {
                 continue;
             };
             let fmt = ActFormat::for_weight(ty).unwrap();
-            for nb in BLOCK_COUNTS {
+            // Long rows (129 blocks of 32) take the prefill path for rows too long for
+            // the unpacked-row scratch.
+            let long: &[usize] = if fmt.block() == 32 { &[129] } else { &[] };
+            for &nb in BLOCK_COUNTS.iter().chain(long) {
                 let cols = nb * fmt.block().max(32);
                 for rows in [1, 3, 4, 5, 8, 13] {
                     let w = random_weights(&mut rng, ty, rows, cols);
@@ -562,4 +565,116 @@ fn pool_dropped_before_workers_start() {
             drop(Pool::new(n).unwrap());
         }
     }
+}
+
+#[test]
+fn matmul_many_matches_separate_products() {
+    let mut rng = Rng::new(8);
+    let pool = Pool::new(2).unwrap();
+    for k in Kernels::available() {
+        for (tys, cols) in [
+            (&[GgmlType::Q4_1, GgmlType::Q4_1, GgmlType::Q4_1][..], 96),
+            (&[GgmlType::Q5_0, GgmlType::Q8_0, GgmlType::Q4_0][..], 64),
+            (&[GgmlType::Q4_K, GgmlType::Q6_K][..], 256),
+            (&[GgmlType::F16, GgmlType::F32][..], 40),
+        ] {
+            let rows = [40, 12, 7];
+            let ws: Vec<Vec<u8>> = tys
+                .iter()
+                .zip(rows)
+                .map(|(&ty, r)| random_weights(&mut rng, ty, r, cols))
+                .collect();
+            let ms: Vec<Matrix> = tys
+                .iter()
+                .zip(rows)
+                .zip(&ws)
+                .map(|((&ty, r), w)| Matrix::new(ty, r, cols, w).unwrap())
+                .collect();
+            let refs: Vec<&Matrix> = ms.iter().collect();
+            for n_tok in [1, 6, 9] {
+                let x = random_acts(&mut rng, n_tok * cols);
+                let mut act = vec![0u8; n_tok * cols * 4];
+                let mut outs: Vec<Vec<f32>> =
+                    ms.iter().map(|m| vec![0f32; n_tok * m.rows]).collect();
+                let mut views: Vec<&mut [f32]> = outs.iter_mut().map(|o| &mut o[..]).collect();
+                matmul_many(&pool, k, &refs, &x, n_tok, &mut act, &mut views).unwrap();
+                for (m, got) in ms.iter().zip(&outs) {
+                    let mut want = vec![0f32; n_tok * m.rows];
+                    matmul(&pool, k, m, &x, n_tok, &mut act, &mut want).unwrap();
+                    assert_eq!(got, &want, "{} {} n_tok={n_tok}", k.name, m.ty);
+                }
+            }
+        }
+    }
+    // Mixed activation formats are refused.
+    let w1 = random_weights(&mut rng, GgmlType::Q4_1, 4, 256);
+    let w2 = random_weights(&mut rng, GgmlType::Q4_K, 4, 256);
+    let m1 = Matrix::new(GgmlType::Q4_1, 4, 256, &w1).unwrap();
+    let m2 = Matrix::new(GgmlType::Q4_K, 4, 256, &w2).unwrap();
+    let x = vec![0f32; 256];
+    let mut act = vec![0u8; 2048];
+    let (mut o1, mut o2) = (vec![0f32; 4], vec![0f32; 4]);
+    let r = matmul_many(
+        &pool,
+        Kernels::detect(),
+        &[&m1, &m2],
+        &x,
+        1,
+        &mut act,
+        &mut [&mut o1, &mut o2],
+    );
+    assert!(r.is_err());
+}
+
+#[test]
+fn pool_runs_alone_when_workers_hold_it_up_then_recovers() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let pool = Pool::new(2).unwrap();
+    let on_worker = AtomicUsize::new(0);
+    // A worker that sleeps in every task it takes makes operations slower than the caller
+    // alone; after a few such operations the pool stops handing out work, which shows as
+    // a long run of operations the worker takes no part in.
+    let mut solo = false;
+    let mut quiet = 0;
+    for _ in 0..2000 {
+        on_worker.store(0, Ordering::SeqCst);
+        pool.run(8, &|_, th| {
+            if th != 0 {
+                on_worker.fetch_add(1, Ordering::SeqCst);
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            } else {
+                std::thread::sleep(std::time::Duration::from_micros(20));
+            }
+        });
+        if on_worker.load(Ordering::SeqCst) == 0 {
+            quiet += 1;
+            if quiet == 50 {
+                solo = true;
+                break;
+            }
+        } else {
+            quiet = 0;
+        }
+    }
+    assert!(solo, "the pool never stopped waiting for its slow worker");
+    // It tries the workers again after a while.
+    let mut back = false;
+    for _ in 0..20_000 {
+        let n = AtomicUsize::new(0);
+        pool.run(8, &|_, th| {
+            if th != 0 {
+                n.fetch_add(1, Ordering::SeqCst);
+            }
+            // Long enough for a spinning worker to join before the caller has done it all.
+            let t = std::time::Instant::now();
+            while t.elapsed() < std::time::Duration::from_micros(2) {
+                std::hint::spin_loop();
+            }
+        });
+        if n.load(Ordering::SeqCst) > 0 {
+            back = true;
+            break;
+        }
+    }
+    assert!(back, "the pool never went back to its workers");
 }

@@ -135,6 +135,9 @@ trait Leg {
     const MIN_MUL: f32;
     /// Whether `unpack` gives signed values (Q8_0) rather than unsigned ones.
     const SIGNED: bool;
+    /// Rows per matrix-vector step: as many as fit the 16 vector registers with the
+    /// type's unpacking constants (more would spill accumulators to the stack).
+    const VEC_ROWS: usize;
     /// `[d, m, ..]` for minimum types, `[d, d, ..]` otherwise.
     unsafe fn dm(p: *const u8) -> __m128;
     /// The 32 quants in element order.
@@ -149,6 +152,7 @@ struct Q8_0;
 
 impl Leg for Q4_0 {
     const TY: GgmlType = GgmlType::Q4_0;
+    const VEC_ROWS: usize = 4;
     const BYTES: usize = 18;
     const MIN_MUL: f32 = -8.0;
     const SIGNED: bool = false;
@@ -168,6 +172,7 @@ impl Leg for Q4_0 {
 
 impl Leg for Q4_1 {
     const TY: GgmlType = GgmlType::Q4_1;
+    const VEC_ROWS: usize = 4;
     const BYTES: usize = 20;
     const MIN_MUL: f32 = 1.0;
     const SIGNED: bool = false;
@@ -187,6 +192,7 @@ impl Leg for Q4_1 {
 
 impl Leg for Q5_0 {
     const TY: GgmlType = GgmlType::Q5_0;
+    const VEC_ROWS: usize = 2;
     const BYTES: usize = 22;
     const MIN_MUL: f32 = -16.0;
     const SIGNED: bool = false;
@@ -209,6 +215,7 @@ impl Leg for Q5_0 {
 
 impl Leg for Q5_1 {
     const TY: GgmlType = GgmlType::Q5_1;
+    const VEC_ROWS: usize = 2;
     const BYTES: usize = 24;
     const MIN_MUL: f32 = 1.0;
     const SIGNED: bool = false;
@@ -231,6 +238,7 @@ impl Leg for Q5_1 {
 
 impl Leg for Q8_0 {
     const TY: GgmlType = GgmlType::Q8_0;
+    const VEC_ROWS: usize = 4;
     const BYTES: usize = 34;
     const MIN_MUL: f32 = 0.0;
     const SIGNED: bool = true;
@@ -262,60 +270,70 @@ unsafe fn leg_dot<W: Leg>(p: *const u8, a: __m256i) -> __m256i {
     _mm256_madd_epi16(p16, _mm256_set1_epi16(1))
 }
 
-const PF: usize = 1024;
+/// Software prefetch distance in bytes for matrix-vector products: decode streams the
+/// weights from DRAM, and this VM's hardware prefetcher alone left it well below the
+/// bandwidth (2.5 vs 4.5+ GB/s measured on the Q8_0 output matrix); 1-4 KiB measured
+/// alike within noise.
+const PF: usize = 2048;
 
-/// Matrix-vector product over legacy blocks, two rows at a time so each activation load
-/// and scale serves both.
+/// Matrix-vector product over legacy blocks, `W::VEC_ROWS` rows at a time so each
+/// activation load and scale serves several rows, then one at a time.
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn vec_leg<W: Leg>(w: *const u8, act: *const u8, nb: usize, out: &mut [f32]) {
-    let rb = nb * W::BYTES;
-    let qs = act.wrapping_add(nb * 8);
     let rows = out.len();
     let mut r = 0;
-    while r + 2 <= rows {
-        let (r0, r1) = (w.wrapping_add(r * rb), w.wrapping_add((r + 1) * rb));
-        let (mut acc0, mut acc1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
-        let (mut m0, mut m1) = (_mm_setzero_ps(), _mm_setzero_ps());
-        for b in 0..nb {
-            // SAFETY: block `b` of rows r and r+1 and of the activations are in bounds
-            // (sizes checked by the wrapper).
-            unsafe {
-                let das = _mm_castpd_ps(_mm_load_sd(act.add(b * 8).cast()));
-                let a = load256(qs.add(b * QK));
-                let (p0, p1) = (r0.add(b * W::BYTES), r1.add(b * W::BYTES));
-                _mm_prefetch::<_MM_HINT_T0>(p0.wrapping_add(PF).cast());
-                _mm_prefetch::<_MM_HINT_T0>(p1.wrapping_add(PF).cast());
-                let s0 = _mm_mul_ps(W::dm(p0), das);
-                let s1 = _mm_mul_ps(W::dm(p1), das);
-                m0 = _mm_add_ps(m0, s0);
-                m1 = _mm_add_ps(m1, s1);
-                let i0 = _mm256_cvtepi32_ps(leg_dot::<W>(p0, a));
-                let i1 = _mm256_cvtepi32_ps(leg_dot::<W>(p1, a));
-                acc0 = _mm256_fmadd_ps(i0, _mm256_broadcastss_ps(s0), acc0);
-                acc1 = _mm256_fmadd_ps(i1, _mm256_broadcastss_ps(s1), acc1);
+    while r + W::VEC_ROWS <= rows {
+        // SAFETY: rows r..r+VEC_ROWS are in bounds (wrapper checks).
+        unsafe {
+            if W::VEC_ROWS == 4 {
+                vec_leg_rows::<W, 4>(w, act, nb, r, &mut out[r..r + 4]);
+            } else {
+                vec_leg_rows::<W, 2>(w, act, nb, r, &mut out[r..r + 2]);
             }
         }
-        out[r] = hsum_ps(acc0) + min_term::<W>(m0);
-        out[r + 1] = hsum_ps(acc1) + min_term::<W>(m1);
-        r += 2;
+        r += W::VEC_ROWS;
     }
-    if r < rows {
-        let r0 = w.wrapping_add(r * rb);
-        let mut acc0 = _mm256_setzero_ps();
-        let mut m0 = _mm_setzero_ps();
-        for b in 0..nb {
-            // SAFETY: as above, for the last row.
-            unsafe {
-                let das = _mm_castpd_ps(_mm_load_sd(act.add(b * 8).cast()));
-                let a = load256(qs.add(b * QK));
-                let p0 = r0.add(b * W::BYTES);
-                let s0 = _mm_mul_ps(W::dm(p0), das);
-                m0 = _mm_add_ps(m0, s0);
-                let i0 = _mm256_cvtepi32_ps(leg_dot::<W>(p0, a));
-                acc0 = _mm256_fmadd_ps(i0, _mm256_broadcastss_ps(s0), acc0);
+    while r < rows {
+        // SAFETY: as above, one row.
+        unsafe { vec_leg_rows::<W, 1>(w, act, nb, r, &mut out[r..r + 1]) };
+        r += 1;
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+unsafe fn vec_leg_rows<W: Leg, const NR: usize>(
+    w: *const u8,
+    act: *const u8,
+    nb: usize,
+    r0: usize,
+    out: &mut [f32],
+) {
+    let rb = nb * W::BYTES;
+    let qs = act.wrapping_add(nb * 8);
+    let mut rowp = [w; NR];
+    for (i, p) in rowp.iter_mut().enumerate() {
+        *p = w.wrapping_add((r0 + i) * rb);
+    }
+    let mut acc = [_mm256_setzero_ps(); NR];
+    let mut m = [_mm_setzero_ps(); NR];
+    for b in 0..nb {
+        // SAFETY: block `b` of each row and of the activations are in bounds (wrapper).
+        unsafe {
+            let das = _mm_castpd_ps(_mm_load_sd(act.add(b * 8).cast()));
+            let a = load256(qs.add(b * QK));
+            for i in 0..NR {
+                let p = rowp[i].add(b * W::BYTES);
+                _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(PF).cast());
+                let s = _mm_mul_ps(W::dm(p), das);
+                m[i] = _mm_add_ps(m[i], s);
+                let v = _mm256_cvtepi32_ps(leg_dot::<W>(p, a));
+                acc[i] = _mm256_fmadd_ps(v, _mm256_broadcastss_ps(s), acc[i]);
             }
         }
-        out[r] = hsum_ps(acc0) + min_term::<W>(m0);
+    }
+    for i in 0..NR {
+        out[i] = hsum_ps(acc[i]) + min_term::<W>(m[i]);
     }
 }
 
@@ -415,6 +433,10 @@ unsafe fn gemm_leg_row<W: Leg, const NG: usize>(
 /// Groups of tokens for legacy blocks: pairs of groups per weight pass, then the rest.
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn gemm_leg<W: Leg>(w: *const u8, act: *const u8, nb: usize, ng: usize, out: &mut [f32]) {
+    if !W::SIGNED && nb * SCR_BLOCK <= SCR_BYTES {
+        // SAFETY: forwarded; same preconditions.
+        return unsafe { gemm_leg_scratch::<W>(w, act, nb, ng, out) };
+    }
     let rb = nb * W::BYTES;
     let gstride = GROUP * nb * Q8_BLOCK;
     let rows = out.len() / (ng * GROUP);
@@ -441,6 +463,141 @@ unsafe fn gemm_leg<W: Leg>(w: *const u8, act: *const u8, nb: usize, ng: usize, o
         }
         g += if two { 2 } else { 1 };
     }
+}
+
+/// Bytes of unpacked weights per block in the prefill scratch: the 4 `vpshufd`
+/// broadcasts of its quants, then d and m as f32 in a fifth 32-byte slot.
+const SCR_BLOCK: usize = 160;
+const SCR_BYTES: usize = 16 * 1024;
+
+/// Prefill for unsigned legacy blocks: unpacks a few rows once into an L1-resident
+/// scratch, already broadcast for every step, then sweeps all the token groups of the
+/// call over them; the inner loop is loads, `vpmaddubsw` and the scaling.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn gemm_leg_scratch<W: Leg>(
+    w: *const u8,
+    act: *const u8,
+    nb: usize,
+    ng: usize,
+    out: &mut [f32],
+) {
+    let rb = nb * W::BYTES;
+    let gstride = GROUP * nb * Q8_BLOCK;
+    let rows = out.len() / (ng * GROUP);
+    let rc = (SCR_BYTES / (nb * SCR_BLOCK)).max(1);
+    let mut scr = [std::mem::MaybeUninit::<__m256i>::uninit(); SCR_BYTES / 32];
+    let sp = scr.as_mut_ptr().cast::<u8>();
+    let mut r0 = 0;
+    while r0 < rows {
+        let nr = rc.min(rows - r0);
+        for r in 0..nr {
+            let row = w.wrapping_add((r0 + r) * rb);
+            for b in 0..nb {
+                // SAFETY: block b of the row is in bounds (wrapper); the scratch slot
+                // (r * nb + b) * SCR_BLOCK + 160 <= nr * nb * SCR_BLOCK <= SCR_BYTES.
+                unsafe {
+                    let p = row.add(b * W::BYTES);
+                    let q = W::unpack(p);
+                    let o = sp.add((r * nb + b) * SCR_BLOCK);
+                    _mm256_storeu_si256(o.cast(), _mm256_shuffle_epi32(q, 0x00));
+                    _mm256_storeu_si256(o.add(32).cast(), _mm256_shuffle_epi32(q, 0x55));
+                    _mm256_storeu_si256(o.add(64).cast(), _mm256_shuffle_epi32(q, 0xAA));
+                    _mm256_storeu_si256(o.add(96).cast(), _mm256_shuffle_epi32(q, 0xFF));
+                    _mm_storeu_ps(o.add(128).cast(), W::dm(p));
+                }
+            }
+        }
+        let mut g = 0;
+        while g < ng {
+            let two = g + 2 <= ng;
+            for r in 0..nr {
+                // SAFETY: the scratch rows were written above; groups g (and g+1) are in
+                // bounds (wrapper checks).
+                unsafe {
+                    let srow = sp.add(r * nb * SCR_BLOCK);
+                    let ga = act.add(g * gstride);
+                    if two {
+                        let res = gemm_scr_row::<W, 2>(srow, ga, nb, gstride);
+                        for (k, gr) in res.iter().enumerate() {
+                            for (t, &v) in gr.iter().enumerate() {
+                                out[((g + k) * GROUP + t) * rows + r0 + r] = v;
+                            }
+                        }
+                    } else {
+                        let res = gemm_scr_row::<W, 1>(srow, ga, nb, gstride);
+                        for (t, &v) in res[0].iter().enumerate() {
+                            out[(g * GROUP + t) * rows + r0 + r] = v;
+                        }
+                    }
+                }
+            }
+            g += if two { 2 } else { 1 };
+        }
+        r0 += nr;
+    }
+}
+
+/// One unpacked scratch row against `NG` groups; `res[g][t]`.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+unsafe fn gemm_scr_row<W: Leg, const NG: usize>(
+    srow: *const u8,
+    act: *const u8,
+    nb: usize,
+    gstride: usize,
+) -> [[f32; GROUP]; NG] {
+    let mut acc = [_mm256_setzero_ps(); NG];
+    // The block-sum terms accumulate apart, so each accumulator's dependency chain is one
+    // multiply-add per block.
+    let mut accm = [_mm_setzero_ps(); NG];
+    let ones = _mm256_set1_epi16(1);
+    for b in 0..nb {
+        // SAFETY: scratch block b and block b of each group are in bounds (caller).
+        unsafe {
+            let o = srow.add(b * SCR_BLOCK);
+            let wj = [
+                load256(o),
+                load256(o.add(32)),
+                load256(o.add(64)),
+                load256(o.add(96)),
+            ];
+            let d = _mm256_broadcast_ss(&*o.add(128).cast::<f32>());
+            let m = if W::MIN_MUL == 1.0 {
+                _mm_broadcast_ss(&*o.add(132).cast::<f32>())
+            } else {
+                _mm_mul_ps(_mm256_castps256_ps128(d), _mm_set1_ps(W::MIN_MUL))
+            };
+            for g in 0..NG {
+                let ga = act.add(g * gstride);
+                let aq = ga.add(nb * 32 + b * 128);
+                let s16 = _mm256_add_epi16(
+                    _mm256_add_epi16(
+                        _mm256_maddubs_epi16(wj[0], load256(aq)),
+                        _mm256_maddubs_epi16(wj[1], load256(aq.add(32))),
+                    ),
+                    _mm256_add_epi16(
+                        _mm256_maddubs_epi16(wj[2], load256(aq.add(64))),
+                        _mm256_maddubs_epi16(wj[3], load256(aq.add(96))),
+                    ),
+                );
+                let isum = _mm256_cvtepi32_ps(_mm256_madd_epi16(s16, ones));
+                let da = f32x4_dup(ga.add(b * 32));
+                acc[g] = _mm256_fmadd_ps(isum, _mm256_mul_ps(d, da), acc[g]);
+                accm[g] = _mm_fmadd_ps(m, _mm_loadu_ps(ga.add(b * 32 + 16).cast()), accm[g]);
+            }
+        }
+    }
+    let mut res = [[0f32; GROUP]; NG];
+    for g in 0..NG {
+        let v = _mm_add_ps(
+            _mm256_castps256_ps128(acc[g]),
+            _mm256_extractf128_ps(acc[g], 1),
+        );
+        let v = _mm_add_ps(v, accm[g]);
+        // SAFETY: `res[g]` is 4 f32.
+        unsafe { _mm_storeu_ps(res[g].as_mut_ptr(), v) };
+    }
+    res
 }
 
 // ---------------------------------------------------------------------------------------
@@ -508,8 +665,9 @@ trait KQuant {
     const BYTES: usize;
     /// Σ over the block for one token, already scaled by the activation scale.
     unsafe fn dot1(p: *const u8, a: &Q8KPtrs, b: usize) -> __m256;
-    /// Per-lane (token × half) contributions of the block to 4 tokens.
-    unsafe fn dot4(p: *const u8, a: &Q8KPtrs, b: usize) -> __m256;
+    /// Per-lane (token × half) contributions of the block to each of `NG` groups of
+    /// 4 tokens; the block is unpacked once for all of them.
+    unsafe fn dotg<const NG: usize>(p: *const u8, a: &[Q8KPtrs; NG], b: usize) -> [__m256; NG];
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -520,8 +678,12 @@ unsafe fn vec_k<K: KQuant>(w: *const u8, act: *const u8, nb: usize, out: &mut [f
         let row = w.wrapping_add(r * rb);
         let mut acc = _mm256_setzero_ps();
         for b in 0..nb {
+            let p = row.wrapping_add(b * K::BYTES);
+            // Two lines per block cover the largest block (210 bytes) over a few blocks.
+            _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(PF).cast());
+            _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(PF + 64).cast());
             // SAFETY: block `b` of row `r` and of the activations are in bounds.
-            acc = _mm256_add_ps(acc, unsafe { K::dot1(row.add(b * K::BYTES), &a, b) });
+            acc = _mm256_add_ps(acc, unsafe { K::dot1(p, &a, b) });
         }
         *o = hsum_ps(acc);
     }
@@ -529,40 +691,83 @@ unsafe fn vec_k<K: KQuant>(w: *const u8, act: *const u8, nb: usize, out: &mut [f
 
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn gemm_k<K: KQuant>(w: *const u8, act: *const u8, nb: usize, ng: usize, out: &mut [f32]) {
+    let mut g = 0;
+    while g < ng {
+        // SAFETY: forwarded; groups g (and g+1) are in bounds.
+        unsafe {
+            if g + 2 <= ng {
+                gemm_k_groups::<K, 2>(w, act, nb, ng, g, out);
+                g += 2;
+            } else {
+                gemm_k_groups::<K, 1>(w, act, nb, ng, g, out);
+                g += 1;
+            }
+        }
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+unsafe fn gemm_k_groups<K: KQuant, const NG: usize>(
+    w: *const u8,
+    act: *const u8,
+    nb: usize,
+    ng: usize,
+    g0: usize,
+    out: &mut [f32],
+) {
     let rb = nb * K::BYTES;
     let gstride = GROUP * nb * Q8K_BLOCK;
     let rows = out.len() / (ng * GROUP);
-    for g in 0..ng {
-        let a = Q8KPtrs::group(act.wrapping_add(g * gstride), nb);
-        for r in 0..rows {
-            let row = w.wrapping_add(r * rb);
-            let mut acc = _mm256_setzero_ps();
-            for b in 0..nb {
-                // SAFETY: block `b` of row `r` and of group `g` are in bounds.
-                acc = _mm256_add_ps(acc, unsafe { K::dot4(row.add(b * K::BYTES), &a, b) });
+    let mut a: [Q8KPtrs; NG] = std::array::from_fn(|_| Q8KPtrs::group(act, nb));
+    for (i, ai) in a.iter_mut().enumerate() {
+        *ai = Q8KPtrs::group(act.wrapping_add((g0 + i) * gstride), nb);
+    }
+    for r in 0..rows {
+        let row = w.wrapping_add(r * rb);
+        let mut acc = [_mm256_setzero_ps(); NG];
+        for b in 0..nb {
+            // SAFETY: block `b` of row `r` and of the groups are in bounds (wrapper).
+            let v = unsafe { K::dotg::<NG>(row.add(b * K::BYTES), &a, b) };
+            for (x, y) in acc.iter_mut().zip(v) {
+                *x = _mm256_add_ps(*x, y);
             }
-            let v = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
+        }
+        for (i, x) in acc.iter().enumerate() {
+            let v = _mm_add_ps(_mm256_castps256_ps128(*x), _mm256_extractf128_ps(*x, 1));
             let mut res = [0f32; 4];
             // SAFETY: `res` is 4 f32.
             unsafe { _mm_storeu_ps(res.as_mut_ptr(), v) };
             for (t, &v) in res.iter().enumerate() {
-                out[(g * GROUP + t) * rows + r] = v;
+                out[((g0 + i) * GROUP + t) * rows + r] = v;
             }
         }
     }
+}
+
+/// The 4 `vpshufd` broadcasts of 32 weights, one per step of a group product.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+unsafe fn shuf4(q: __m256i) -> [__m256i; 4] {
+    [
+        _mm256_shuffle_epi32(q, 0x00),
+        _mm256_shuffle_epi32(q, 0x55),
+        _mm256_shuffle_epi32(q, 0xAA),
+        _mm256_shuffle_epi32(q, 0xFF),
+    ]
 }
 
 /// Sum over 4 steps of `vpmaddubsw(broadcast weights j, activations j)`, in 16 bits.
 /// `q` holds 32 unsigned weights (element order), `aq` a 128-byte interleaved sub-block.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-unsafe fn group_sub16(q: __m256i, aq: *const u8) -> __m256i {
+unsafe fn group_sub16(q: &[__m256i; 4], aq: *const u8) -> __m256i {
     // SAFETY: 128 readable bytes at `aq` (caller).
     unsafe {
-        let s0 = _mm256_maddubs_epi16(_mm256_shuffle_epi32(q, 0x00), load256(aq));
-        let s1 = _mm256_maddubs_epi16(_mm256_shuffle_epi32(q, 0x55), load256(aq.add(32)));
-        let s2 = _mm256_maddubs_epi16(_mm256_shuffle_epi32(q, 0xAA), load256(aq.add(64)));
-        let s3 = _mm256_maddubs_epi16(_mm256_shuffle_epi32(q, 0xFF), load256(aq.add(96)));
+        let s0 = _mm256_maddubs_epi16(q[0], load256(aq));
+        let s1 = _mm256_maddubs_epi16(q[1], load256(aq.add(32)));
+        let s2 = _mm256_maddubs_epi16(q[2], load256(aq.add(64)));
+        let s3 = _mm256_maddubs_epi16(q[3], load256(aq.add(96)));
         _mm256_add_epi16(_mm256_add_epi16(s0, s1), _mm256_add_epi16(s2, s3))
     }
 }
@@ -571,13 +776,13 @@ unsafe fn group_sub16(q: __m256i, aq: *const u8) -> __m256i {
 /// returns the two halves-of-steps already multiplied by `scale` in 32 bits.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-unsafe fn group_sub32(q: __m256i, aq: *const u8, scale: __m256i) -> __m256i {
+unsafe fn group_sub32(q: &[__m256i; 4], aq: *const u8, scale: __m256i) -> __m256i {
     // SAFETY: 128 readable bytes at `aq` (caller).
     unsafe {
-        let s0 = _mm256_maddubs_epi16(_mm256_shuffle_epi32(q, 0x00), load256(aq));
-        let s1 = _mm256_maddubs_epi16(_mm256_shuffle_epi32(q, 0x55), load256(aq.add(32)));
-        let s2 = _mm256_maddubs_epi16(_mm256_shuffle_epi32(q, 0xAA), load256(aq.add(64)));
-        let s3 = _mm256_maddubs_epi16(_mm256_shuffle_epi32(q, 0xFF), load256(aq.add(96)));
+        let s0 = _mm256_maddubs_epi16(q[0], load256(aq));
+        let s1 = _mm256_maddubs_epi16(q[1], load256(aq.add(32)));
+        let s2 = _mm256_maddubs_epi16(q[2], load256(aq.add(64)));
+        let s3 = _mm256_maddubs_epi16(q[3], load256(aq.add(96)));
         _mm256_add_epi32(
             _mm256_madd_epi16(_mm256_add_epi16(s0, s1), scale),
             _mm256_madd_epi16(_mm256_add_epi16(s2, s3), scale),
@@ -670,8 +875,8 @@ impl KQuant for Q4K {
 
     #[target_feature(enable = "avx2,fma,f16c")]
     #[inline]
-    unsafe fn dot4(p: *const u8, a: &Q8KPtrs, b: usize) -> __m256 {
-        // SAFETY: `p` is one 144-byte block; block `b` of the group is in bounds.
+    unsafe fn dotg<const NG: usize>(p: *const u8, a: &[Q8KPtrs; NG], b: usize) -> [__m256; NG] {
+        // SAFETY: `p` is one block; block `b` of the groups is in bounds.
         unsafe {
             let u = k4_scales(&*(p.add(4).cast::<[u8; 12]>()));
             let sm = _mm_set_epi32(u[3] as i32, u[2] as i32, u[1] as i32, u[0] as i32);
@@ -680,29 +885,34 @@ impl KQuant for Q4K {
                 sm,
                 _mm_set_epi8(15, 15, 14, 14, 13, 13, 12, 12, 11, 11, 10, 10, 9, 9, 8, 8),
             ));
-            let pm = group_bsum_dot(a.bsums.add(b * 128), mins);
-            let aq = a.qs.add(b * 1024);
             let m4 = _mm256_set1_epi8(0x0F);
-            let mut sumi = _mm256_setzero_si256();
+            let mut sumi = [_mm256_setzero_si256(); NG];
             for j in 0..4 {
                 let q = load256(p.add(16 + 32 * j));
                 let lo = _mm256_and_si256(q, m4);
                 let hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
+                let (lo, hi) = (shuf4(lo), shuf4(hi));
                 let slo = _mm256_shuffle_epi8(scb, bcast_u8_pattern(2 * j as i8, 2 * j as i8));
                 let shi =
                     _mm256_shuffle_epi8(scb, bcast_u8_pattern(2 * j as i8 + 1, 2 * j as i8 + 1));
-                let plo = _mm256_madd_epi16(group_sub16(lo, aq.add(256 * j)), slo);
-                let phi = _mm256_madd_epi16(group_sub16(hi, aq.add(256 * j + 128)), shi);
-                sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(plo, phi));
+                for (g, s) in sumi.iter_mut().enumerate() {
+                    let aq = a[g].qs.add(b * 1024 + 256 * j);
+                    let plo = _mm256_madd_epi16(group_sub16(&lo, aq), slo);
+                    let phi = _mm256_madd_epi16(group_sub16(&hi, aq.add(128)), shi);
+                    *s = _mm256_add_epi32(*s, _mm256_add_epi32(plo, phi));
+                }
             }
             let dv = f16x2(p);
-            let da = f32x4_dup(a.d.add(16 * b));
-            let v = _mm256_mul_ps(
-                _mm256_cvtepi32_ps(sumi),
-                _mm256_mul_ps(_mm256_broadcastss_ps(dv), da),
-            );
+            let d = _mm256_broadcastss_ps(dv);
             let dmin = _mm256_broadcastss_ps(_mm_movehdup_ps(dv));
-            _mm256_fnmadd_ps(_mm256_cvtepi32_ps(pm), _mm256_mul_ps(dmin, da), v)
+            let mut res = [_mm256_setzero_ps(); NG];
+            for (g, r) in res.iter_mut().enumerate() {
+                let pm = group_bsum_dot(a[g].bsums.add(b * 128), mins);
+                let da = f32x4_dup(a[g].d.add(16 * b));
+                let v = _mm256_mul_ps(_mm256_cvtepi32_ps(sumi[g]), _mm256_mul_ps(d, da));
+                *r = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(pm), _mm256_mul_ps(dmin, da), v);
+            }
+            res
         }
     }
 }
@@ -761,8 +971,8 @@ impl KQuant for Q5K {
 
     #[target_feature(enable = "avx2,fma,f16c")]
     #[inline]
-    unsafe fn dot4(p: *const u8, a: &Q8KPtrs, b: usize) -> __m256 {
-        // SAFETY: `p` is one 176-byte block; block `b` of the group is in bounds.
+    unsafe fn dotg<const NG: usize>(p: *const u8, a: &[Q8KPtrs; NG], b: usize) -> [__m256; NG] {
+        // SAFETY: `p` is one block; block `b` of the groups is in bounds.
         unsafe {
             let u = k4_scales(&*(p.add(4).cast::<[u8; 12]>()));
             let sm = _mm_set_epi32(u[3] as i32, u[2] as i32, u[1] as i32, u[0] as i32);
@@ -771,12 +981,10 @@ impl KQuant for Q5K {
                 sm,
                 _mm_set_epi8(15, 15, 14, 14, 13, 13, 12, 12, 11, 11, 10, 10, 9, 9, 8, 8),
             ));
-            let pm = group_bsum_dot(a.bsums.add(b * 128), mins);
-            let aq = a.qs.add(b * 1024);
             let m4 = _mm256_set1_epi8(0x0F);
             let qh = load256(p.add(16));
             let m16 = _mm256_set1_epi8(0x10);
-            let mut sumi = _mm256_setzero_si256();
+            let mut sumi = [_mm256_setzero_si256(); NG];
             for j in 0..4 {
                 let q = load256(p.add(48 + 32 * j));
                 let h0 = _mm256_and_si256(
@@ -789,21 +997,28 @@ impl KQuant for Q5K {
                     m16,
                 );
                 let hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q, 4), m4), h1);
+                let (lo, hi) = (shuf4(lo), shuf4(hi));
                 let slo = _mm256_shuffle_epi8(scb, bcast_u8_pattern(2 * j as i8, 2 * j as i8));
                 let shi =
                     _mm256_shuffle_epi8(scb, bcast_u8_pattern(2 * j as i8 + 1, 2 * j as i8 + 1));
-                let plo = _mm256_madd_epi16(group_sub16(lo, aq.add(256 * j)), slo);
-                let phi = _mm256_madd_epi16(group_sub16(hi, aq.add(256 * j + 128)), shi);
-                sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(plo, phi));
+                for (g, s) in sumi.iter_mut().enumerate() {
+                    let aq = a[g].qs.add(b * 1024 + 256 * j);
+                    let plo = _mm256_madd_epi16(group_sub16(&lo, aq), slo);
+                    let phi = _mm256_madd_epi16(group_sub16(&hi, aq.add(128)), shi);
+                    *s = _mm256_add_epi32(*s, _mm256_add_epi32(plo, phi));
+                }
             }
             let dv = f16x2(p);
-            let da = f32x4_dup(a.d.add(16 * b));
-            let v = _mm256_mul_ps(
-                _mm256_cvtepi32_ps(sumi),
-                _mm256_mul_ps(_mm256_broadcastss_ps(dv), da),
-            );
+            let d = _mm256_broadcastss_ps(dv);
             let dmin = _mm256_broadcastss_ps(_mm_movehdup_ps(dv));
-            _mm256_fnmadd_ps(_mm256_cvtepi32_ps(pm), _mm256_mul_ps(dmin, da), v)
+            let mut res = [_mm256_setzero_ps(); NG];
+            for (g, r) in res.iter_mut().enumerate() {
+                let pm = group_bsum_dot(a[g].bsums.add(b * 128), mins);
+                let da = f32x4_dup(a[g].d.add(16 * b));
+                let v = _mm256_mul_ps(_mm256_cvtepi32_ps(sumi[g]), _mm256_mul_ps(d, da));
+                *r = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(pm), _mm256_mul_ps(dmin, da), v);
+            }
+            res
         }
     }
 }
@@ -893,29 +1108,33 @@ impl KQuant for Q6K {
 
     #[target_feature(enable = "avx2,fma,f16c")]
     #[inline]
-    unsafe fn dot4(p: *const u8, a: &Q8KPtrs, b: usize) -> __m256 {
-        // SAFETY: `p` is one 210-byte block; block `b` of the group is in bounds.
+    unsafe fn dotg<const NG: usize>(p: *const u8, a: &[Q8KPtrs; NG], b: usize) -> [__m256; NG] {
+        // SAFETY: `p` is one 210-byte block; block `b` of the groups is in bounds.
         unsafe {
             let sc = load128(p.add(192));
             let sc16 = _mm256_cvtepi8_epi16(sc);
-            let corr = group_bsum_dot(a.bsums.add(b * 128), sc16);
             let eo = evens_odds_i16(sc);
-            let aq = a.qs.add(b * 1024);
-            let mut sumi = _mm256_setzero_si256();
+            let mut sumi = [_mm256_setzero_si256(); NG];
             for n in 0..2 {
                 let q = Q6K::chunks(p, n);
                 for (i, q) in q.iter().enumerate() {
                     let c = 4 * n + i;
-                    sumi = _mm256_add_epi32(
-                        sumi,
-                        group_sub32(*q, aq.add(128 * c), chunk_scale(eo, c)),
-                    );
+                    let (qs, scale) = (shuf4(*q), chunk_scale(eo, c));
+                    for (g, s) in sumi.iter_mut().enumerate() {
+                        let aq = a[g].qs.add(b * 1024 + 128 * c);
+                        *s = _mm256_add_epi32(*s, group_sub32(&qs, aq, scale));
+                    }
                 }
             }
-            sumi = _mm256_sub_epi32(sumi, _mm256_slli_epi32(corr, 5));
-            let da = f32x4_dup(a.d.add(16 * b));
-            let d = _mm256_mul_ps(_mm256_set1_ps(_mm_cvtss_f32(f16x1(p.add(208)))), da);
-            _mm256_mul_ps(_mm256_cvtepi32_ps(sumi), d)
+            let d = _mm256_set1_ps(_mm_cvtss_f32(f16x1(p.add(208))));
+            let mut res = [_mm256_setzero_ps(); NG];
+            for (g, r) in res.iter_mut().enumerate() {
+                let corr = group_bsum_dot(a[g].bsums.add(b * 128), sc16);
+                let si = _mm256_sub_epi32(sumi[g], _mm256_slli_epi32(corr, 5));
+                let da = f32x4_dup(a[g].d.add(16 * b));
+                *r = _mm256_mul_ps(_mm256_cvtepi32_ps(si), _mm256_mul_ps(d, da));
+            }
+            res
         }
     }
 }
@@ -974,33 +1193,37 @@ impl KQuant for Q2K {
 
     #[target_feature(enable = "avx2,fma,f16c")]
     #[inline]
-    unsafe fn dot4(p: *const u8, a: &Q8KPtrs, b: usize) -> __m256 {
-        // SAFETY: `p` is one 84-byte block; block `b` of the group is in bounds.
+    unsafe fn dotg<const NG: usize>(p: *const u8, a: &[Q8KPtrs; NG], b: usize) -> [__m256; NG] {
+        // SAFETY: `p` is one 84-byte block; block `b` of the groups is in bounds.
         unsafe {
             let sc = load128(p);
             let m4 = _mm_set1_epi8(0x0F);
             let scales = _mm_and_si128(sc, m4);
             let mins = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(sc, 4), m4));
-            let pm = group_bsum_dot(a.bsums.add(b * 128), mins);
             let eo = evens_odds_i16(scales);
-            let aq = a.qs.add(b * 1024);
-            let mut sumi = _mm256_setzero_si256();
+            let mut sumi = [_mm256_setzero_si256(); NG];
             for n in 0..2 {
                 let q = Q2K::chunks(p, n);
                 for (i, q) in q.iter().enumerate() {
                     let c = 4 * n + i;
-                    let p16 = group_sub16(*q, aq.add(128 * c));
-                    sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p16, chunk_scale(eo, c)));
+                    let (qs, scale) = (shuf4(*q), chunk_scale(eo, c));
+                    for (g, s) in sumi.iter_mut().enumerate() {
+                        let p16 = group_sub16(&qs, a[g].qs.add(b * 1024 + 128 * c));
+                        *s = _mm256_add_epi32(*s, _mm256_madd_epi16(p16, scale));
+                    }
                 }
             }
             let dv = f16x2(p.add(80));
-            let da = f32x4_dup(a.d.add(16 * b));
-            let v = _mm256_mul_ps(
-                _mm256_cvtepi32_ps(sumi),
-                _mm256_mul_ps(_mm256_broadcastss_ps(dv), da),
-            );
+            let d = _mm256_broadcastss_ps(dv);
             let dmin = _mm256_broadcastss_ps(_mm_movehdup_ps(dv));
-            _mm256_fnmadd_ps(_mm256_cvtepi32_ps(pm), _mm256_mul_ps(dmin, da), v)
+            let mut res = [_mm256_setzero_ps(); NG];
+            for (g, r) in res.iter_mut().enumerate() {
+                let pm = group_bsum_dot(a[g].bsums.add(b * 128), mins);
+                let da = f32x4_dup(a[g].d.add(16 * b));
+                let v = _mm256_mul_ps(_mm256_cvtepi32_ps(sumi[g]), _mm256_mul_ps(d, da));
+                *r = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(pm), _mm256_mul_ps(dmin, da), v);
+            }
+            res
         }
     }
 }
@@ -1074,26 +1297,33 @@ impl KQuant for Q3K {
 
     #[target_feature(enable = "avx2,fma,f16c")]
     #[inline]
-    unsafe fn dot4(p: *const u8, a: &Q8KPtrs, b: usize) -> __m256 {
-        // SAFETY: `p` is one 110-byte block; block `b` of the group is in bounds.
+    unsafe fn dotg<const NG: usize>(p: *const u8, a: &[Q8KPtrs; NG], b: usize) -> [__m256; NG] {
+        // SAFETY: `p` is one 110-byte block; block `b` of the groups is in bounds.
         unsafe {
             let sc = Q3K::scales(p);
-            let corr = group_bsum_dot(a.bsums.add(b * 128), _mm256_cvtepi8_epi16(sc));
+            let sc16 = _mm256_cvtepi8_epi16(sc);
             let eo = evens_odds_i16(sc);
-            let aq = a.qs.add(b * 1024);
-            let mut sumi = _mm256_setzero_si256();
+            let mut sumi = [_mm256_setzero_si256(); NG];
             for n in 0..2 {
                 let q = Q3K::chunks(p, n);
                 for (i, q) in q.iter().enumerate() {
                     let c = 4 * n + i;
-                    let p16 = group_sub16(*q, aq.add(128 * c));
-                    sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p16, chunk_scale(eo, c)));
+                    let (qs, scale) = (shuf4(*q), chunk_scale(eo, c));
+                    for (g, s) in sumi.iter_mut().enumerate() {
+                        let p16 = group_sub16(&qs, a[g].qs.add(b * 1024 + 128 * c));
+                        *s = _mm256_add_epi32(*s, _mm256_madd_epi16(p16, scale));
+                    }
                 }
             }
-            sumi = _mm256_sub_epi32(sumi, _mm256_slli_epi32(corr, 2));
-            let da = f32x4_dup(a.d.add(16 * b));
-            let d = _mm256_mul_ps(_mm256_set1_ps(_mm_cvtss_f32(f16x1(p.add(108)))), da);
-            _mm256_mul_ps(_mm256_cvtepi32_ps(sumi), d)
+            let d = _mm256_set1_ps(_mm_cvtss_f32(f16x1(p.add(108))));
+            let mut res = [_mm256_setzero_ps(); NG];
+            for (g, r) in res.iter_mut().enumerate() {
+                let corr = group_bsum_dot(a[g].bsums.add(b * 128), sc16);
+                let si = _mm256_sub_epi32(sumi[g], _mm256_slli_epi32(corr, 2));
+                let da = f32x4_dup(a[g].d.add(16 * b));
+                *r = _mm256_mul_ps(_mm256_cvtepi32_ps(si), _mm256_mul_ps(d, da));
+            }
+            res
         }
     }
 }
@@ -1280,7 +1510,8 @@ unsafe fn q8_block(x: *const f32) -> (__m256i, f32, f32) {
         _mm256_add_epi32(i[2], i[3]),
     ));
     let p = pack_i32x32(i);
-    let d = f16::from_f32(d).to_f32();
+    // Round the scale to f16 (nearest even, as `half` does) and back.
+    let d = _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtps_ph::<0>(_mm_set_ss(d))));
     (p, d, d * sum as f32)
 }
 
