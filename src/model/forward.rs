@@ -5,7 +5,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::error::{Error, Result};
-use crate::kernels::{self, Kernels, Pool};
+use crate::kernels::{self, ActFormat, Kernels, Pool};
 use crate::quant::dequantize_row;
 use crate::runtime::kv::KvCache;
 use crate::tokenizer::Token;
@@ -93,6 +93,30 @@ pub struct ForwardState<'a> {
     pub logits: &'a mut [f32],
 }
 
+/// Products of one input with several matrices: one parallel operation when they take
+/// the same activation format (one quantization, one wake-up of the pool), else one each.
+fn project(
+    pool: &Pool,
+    k: &Kernels,
+    ws: &[&kernels::Matrix<'_>],
+    x: &[f32],
+    n: usize,
+    act: &mut [u8],
+    outs: &mut [&mut [f32]],
+) -> Result<()> {
+    let fmt = ActFormat::for_weight(ws[0].ty)?;
+    let same = ws
+        .iter()
+        .all(|w| ActFormat::for_weight(w.ty).is_ok_and(|f| f == fmt) && w.cols == ws[0].cols);
+    if same && ws.len() <= kernels::MAX_MANY {
+        return kernels::matmul_many(pool, k, ws, x, n, act, outs);
+    }
+    for (w, o) in ws.iter().zip(outs.iter_mut()) {
+        kernels::matmul(pool, k, w, x, n, act, o)?;
+    }
+    Ok(())
+}
+
 /// Runs `tokens` (at most `n_batch`) at positions `pos0..`, writing their keys and values
 /// into the cache and the logits of the requested rows into `st.logits`.
 pub fn forward(
@@ -158,32 +182,18 @@ pub fn forward(
         let q = &mut sc.q[..n * qd];
         let k = &mut sc.k[..n * kd];
         let v = &mut sc.v[..n * vd];
-        kernels::matmul(
+        project(
             st.pool,
             st.kernels,
-            &lw.wq.matrix(file),
+            &[
+                &lw.wq.matrix(file),
+                &lw.wk.matrix(file),
+                &lw.wv.matrix(file),
+            ],
             xn,
             n,
             &mut sc.act,
-            q,
-        )?;
-        kernels::matmul(
-            st.pool,
-            st.kernels,
-            &lw.wk.matrix(file),
-            xn,
-            n,
-            &mut sc.act,
-            k,
-        )?;
-        kernels::matmul(
-            st.pool,
-            st.kernels,
-            &lw.wv.matrix(file),
-            xn,
-            n,
-            &mut sc.act,
-            v,
+            &mut [&mut *q, &mut *k, &mut *v],
         )?;
         if let Some(b) = &lw.bq {
             ops::add_bias(q, b.get(file));
@@ -259,23 +269,14 @@ pub fn forward(
         }
         let gate = &mut sc.gate[..n * ff];
         let up = &mut sc.up[..n * ff];
-        kernels::matmul(
+        project(
             st.pool,
             st.kernels,
-            &lw.ffn_gate.matrix(file),
+            &[&lw.ffn_gate.matrix(file), &lw.ffn_up.matrix(file)],
             xn,
             n,
             &mut sc.act,
-            gate,
-        )?;
-        kernels::matmul(
-            st.pool,
-            st.kernels,
-            &lw.ffn_up.matrix(file),
-            xn,
-            n,
-            &mut sc.act,
-            up,
+            &mut [&mut *gate, &mut *up],
         )?;
         match c.arch {
             Arch::Gemma3 => ops::geglu(gate, up),
