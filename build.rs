@@ -20,6 +20,12 @@ fn main() {
     println!("cargo:rerun-if-changed=src/ffi");
     println!("cargo:rerun-if-env-changed=CI");
     println!("cargo:rerun-if-env-changed=EMBER_HEADER_CHECK");
+    // tests/ffi.rs builds the cdylib with a nested cargo when `cargo test` did not, and
+    // needs the triple to find (or make) it when the tests are cross-compiled.
+    println!(
+        "cargo:rustc-env=EMBER_BUILD_TARGET={}",
+        env::var("TARGET").expect("TARGET")
+    );
 
     let config = cbindgen::Config::from_file(root.join("cbindgen.toml"))
         .unwrap_or_else(|e| panic!("cbindgen.toml: {e}"));

@@ -25,6 +25,37 @@ fn lib_dir() -> PathBuf {
         .to_path_buf()
 }
 
+/// libember.so of this test run's profile and target. `cargo test` builds the library
+/// only as the rlib the tests link, so a fresh checkout has no cdylib yet: build it with
+/// the same cargo, profile and target (cargo releases its lock while tests run).
+fn shared_lib() -> PathBuf {
+    let dir = lib_dir();
+    let so = dir.join("libember.so");
+    if so.exists() {
+        return so;
+    }
+    let profile = dir
+        .file_name()
+        .and_then(|p| p.to_str())
+        .expect("profile dir");
+    let parent = dir.parent().expect("target dir");
+    let triple = env!("EMBER_BUILD_TARGET");
+    let mut cmd = Command::new(env!("CARGO"));
+    cmd.current_dir(root())
+        .args(["build", "--lib", "-p", "ember", "--profile"])
+        .arg(if profile == "debug" { "dev" } else { profile });
+    if parent.file_name().and_then(|p| p.to_str()) == Some(triple) {
+        cmd.args(["--target", triple])
+            .arg("--target-dir")
+            .arg(parent.parent().expect("target dir"));
+    } else {
+        cmd.arg("--target-dir").arg(parent);
+    }
+    run(&mut cmd);
+    assert!(so.exists(), "{} was not built by {cmd:?}", so.display());
+    so
+}
+
 fn scratch(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("ember-ffi-{}-{name}", std::process::id()));
     std::fs::create_dir_all(&d).expect("scratch dir");
@@ -102,9 +133,9 @@ fn header_functions() -> BTreeSet<String> {
 
 #[test]
 fn shared_library_exports_exactly_the_header_functions() {
-    let so = lib_dir().join("libember.so");
-    assert!(so.exists(), "{} was not built", so.display());
-    let out = run(Command::new("nm").args(["-D", "--defined-only"]).arg(&so));
+    let so = shared_lib();
+    let nm = common::target_tool("EMBER_TEST_NM", "nm");
+    let out = run(Command::new(nm).args(["-D", "--defined-only"]).arg(&so));
     let exported: BTreeSet<String> = out
         .lines()
         .filter_map(|l| l.split_whitespace().nth(2))
@@ -178,12 +209,12 @@ fn header_compiles_strictly_as_c_and_cpp() {
 fn c_misuse_test_passes() {
     let dir = scratch("misuse");
     // The library's soname is libember.so.<ABI>: give the loader that name.
-    let so = lib_dir().join("libember.so");
+    let so = shared_lib();
     let soname = dir.join(format!("libember.so.{}", ember::ffi::EMBER_ABI_VERSION));
     let _ = std::fs::remove_file(&soname);
     std::os::unix::fs::symlink(&so, &soname).unwrap();
     let exe = dir.join("misuse");
-    run(Command::new("cc")
+    run(Command::new(common::target_tool("EMBER_TEST_CC", "cc"))
         .args(["-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic", "-g"])
         .arg("-I")
         .arg(root().join("include"))
@@ -197,7 +228,7 @@ fn c_misuse_test_passes() {
         .arg(format!("-Wl,-rpath,{}", dir.display()))
         .arg("-lm"));
     let model = common::model("smollm2");
-    let out = run(Command::new(&exe).arg(&model).arg(&dir));
+    let out = run(common::target_command(&exe).arg(&model).arg(&dir));
     assert!(out.contains(" 0 failed"), "{out}");
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -14,7 +14,8 @@
 //! - greedy: wherever a 32-token continuation departs from llama.cpp's, llama.cpp's own
 //!   top-2 margin there is below 0.5 (a near-tie), and at least 5 of 10 are identical.
 //!
-//! EMBER_GOLDEN_PROMPTS=N limits the prompts checked (the emulated ARM runs use it).
+//! EMBER_GOLDEN_PROMPTS=N limits the prompts checked, EMBER_GOLDEN_PPL_CHUNKS=N the
+//! perplexity chunks (the emulated ARM runs use both).
 
 mod common;
 
@@ -128,8 +129,10 @@ fn greedy(name: &str) {
         );
     }
     eprintln!("{name}: {identical}/{n} greedy continuations identical to llama.cpp's");
+    // A count over a few prompts says little (one near-tie flips it): only the full set
+    // is held to it.
     assert!(
-        identical * 2 >= n,
+        n < fx.prompts.len() || identical * 2 >= n,
         "{name}: only {identical}/{n} greedy continuations identical"
     );
 }
@@ -142,22 +145,34 @@ fn ppl(name: &str) {
     } else {
         None
     };
-    let r = perplexity(&model, &p.tokens, p.n_ctx, 0, bos).unwrap();
-    assert_eq!(r.chunks.len(), p.n_chunk);
-    let rel = (r.ppl - p.llama_final).abs() / p.llama_final;
+    // EMBER_GOLDEN_PPL_CHUNKS=N (at least 2, as llama-perplexity needs) scores the first
+    // N chunks only, against llama-perplexity's running value after N chunks (the
+    // emulated ARM runs use it).
+    let n_chunk = std::env::var("EMBER_GOLDEN_PPL_CHUNKS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(p.n_chunk)
+        .clamp(2, p.n_chunk);
+    let want = if n_chunk == p.n_chunk {
+        p.llama_final
+    } else {
+        p.llama_running[n_chunk - 1]
+    };
+    let r = perplexity(&model, &p.tokens[..n_chunk * p.n_ctx], p.n_ctx, 0, bos).unwrap();
+    assert_eq!(r.chunks.len(), n_chunk);
+    let rel = (r.ppl - want).abs() / want;
     eprintln!(
-        "{name}: perplexity {:.4} vs llama-perplexity {:.4} ({:+.3}%), running {:?}",
+        "{name}: perplexity {:.4} vs llama-perplexity {want:.4} ({:+.3}%) over {n_chunk} \
+         chunks, running {:?}",
         r.ppl,
-        p.llama_final,
-        100.0 * (r.ppl - p.llama_final) / p.llama_final,
+        100.0 * (r.ppl - want) / want,
         r.chunks
     );
     assert!(
         rel < 0.01,
-        "{name}: perplexity {} is {:.2}% from llama.cpp's {}",
+        "{name}: perplexity {} is {:.2}% from llama.cpp's {want}",
         r.ppl,
         rel * 100.0,
-        p.llama_final
     );
 }
 

@@ -8,12 +8,12 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
 use common::gguf_writer::{Gguf, Tensor, Val};
 
 fn ember(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ember"))
+    common::target_command(env!("CARGO_BIN_EXE_ember"))
         .args(args)
         .output()
         .expect("running ember")

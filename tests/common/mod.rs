@@ -36,6 +36,31 @@ pub fn model(name: &str) -> PathBuf {
     PathBuf::from(path.trim())
 }
 
+/// A command for a program built for the test target. When the tests are cross-compiled
+/// (tools/test-aarch64), EMBER_TEST_RUNNER holds the emulator command line ("qemu-aarch64
+/// -cpu max -L /usr/aarch64-linux-gnu") and the program runs under it.
+pub fn target_command(program: impl AsRef<std::ffi::OsStr>) -> Command {
+    match std::env::var("EMBER_TEST_RUNNER") {
+        Ok(runner) if !runner.trim().is_empty() => {
+            let mut words = runner.split_whitespace();
+            let mut cmd = Command::new(words.next().unwrap());
+            cmd.args(words).arg(program);
+            cmd
+        }
+        _ => Command::new(program),
+    }
+}
+
+/// A build tool for the test target: `$<VAR>` when set (tools/test-aarch64 sets
+/// EMBER_TEST_CC=aarch64-linux-gnu-gcc and EMBER_TEST_NM=aarch64-linux-gnu-nm), else the
+/// host's `default`.
+pub fn target_tool(var: &str, default: &str) -> String {
+    std::env::var(var)
+        .ok()
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| default.to_string())
+}
+
 /// SplitMix64: a tiny deterministic generator so every random case can be replayed from
 /// its seed.
 pub struct Rng(pub u64);
