@@ -182,6 +182,12 @@ fn gemma3_tensors_and_metadata() {
 /// the test).
 #[test]
 fn open_is_fast_and_reads_no_tensor_data() {
+    // Under an emulator (tools/test-aarch64) the process is qemu: its resident memory holds
+    // the translated code and its clock runs ~30x slow, so neither number means anything.
+    if std::env::var("EMBER_TEST_RUNNER").is_ok_and(|r| !r.trim().is_empty()) {
+        eprintln!("emulated run: open time and resident memory not checked");
+        return;
+    }
     for e in [&SMOLLM2, &GEMMA3] {
         let path = common::model(e.model);
         let mut best = f64::INFINITY;
