@@ -14,8 +14,8 @@
 //! - greedy: wherever a 32-token continuation departs from llama.cpp's, llama.cpp's own
 //!   top-2 margin there is below 0.5 (a near-tie), and at least 5 of 10 are identical.
 //!
-//! EMBER_GOLDEN_PROMPTS=N limits the prompts checked, EMBER_GOLDEN_PPL_CHUNKS=N the
-//! perplexity chunks (0: none); the emulated ARM runs use both.
+//! EMBER_GOLDEN_PROMPTS=N limits the prompts checked and EMBER_GOLDEN_PPL=0 skips the
+//! perplexity test; the emulated ARM runs use both.
 
 mod common;
 
@@ -145,39 +145,29 @@ fn ppl(name: &str) {
     } else {
         None
     };
-    // EMBER_GOLDEN_PPL_CHUNKS=N (at least 2, as llama-perplexity needs) scores the first
-    // N chunks only, against llama-perplexity's running value after N chunks; 0 skips the
-    // test (the emulated ARM runs: the batched forward pass it rests on is checked by the
-    // teacher-forced test, and perplexity's own arithmetic is the same on every target).
-    let n_chunk = std::env::var("EMBER_GOLDEN_PPL_CHUNKS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(p.n_chunk);
-    if n_chunk == 0 {
-        eprintln!("{name}: perplexity skipped (EMBER_GOLDEN_PPL_CHUNKS=0)");
+    // EMBER_GOLDEN_PPL=0 skips this test (the emulated ARM runs: the batched forward pass
+    // it rests on is checked by the teacher-forced test, and perplexity's own arithmetic
+    // is the same on every target).
+    if std::env::var("EMBER_GOLDEN_PPL").is_ok_and(|v| v == "0") {
+        eprintln!("{name}: perplexity skipped (EMBER_GOLDEN_PPL=0)");
         return;
     }
-    let n_chunk = n_chunk.clamp(2, p.n_chunk);
-    let want = if n_chunk == p.n_chunk {
-        p.llama_final
-    } else {
-        p.llama_running[n_chunk - 1]
-    };
-    let r = perplexity(&model, &p.tokens[..n_chunk * p.n_ctx], p.n_ctx, 0, bos).unwrap();
-    assert_eq!(r.chunks.len(), n_chunk);
-    let rel = (r.ppl - want).abs() / want;
+    let r = perplexity(&model, &p.tokens, p.n_ctx, 0, bos).unwrap();
+    assert_eq!(r.chunks.len(), p.n_chunk);
+    let rel = (r.ppl - p.llama_final).abs() / p.llama_final;
     eprintln!(
-        "{name}: perplexity {:.4} vs llama-perplexity {want:.4} ({:+.3}%) over {n_chunk} \
-         chunks, running {:?}",
+        "{name}: perplexity {:.4} vs llama-perplexity {:.4} ({:+.3}%), running {:?}",
         r.ppl,
-        100.0 * (r.ppl - want) / want,
+        p.llama_final,
+        100.0 * (r.ppl - p.llama_final) / p.llama_final,
         r.chunks
     );
     assert!(
         rel < 0.01,
-        "{name}: perplexity {} is {:.2}% from llama.cpp's {want}",
+        "{name}: perplexity {} is {:.2}% from llama.cpp's {}",
         r.ppl,
         rel * 100.0,
+        p.llama_final
     );
 }
 

@@ -1,9 +1,9 @@
 //! The streaming decoder must not allocate per token: a generation loop calls it once per
 //! generated token. A counting global allocator checks that.
 
+mod common;
+
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::path::PathBuf;
-use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use ember::{GgufFile, StreamDecoder, Tokenizer};
@@ -35,14 +35,7 @@ static GLOBAL: Counting = Counting;
 #[test]
 fn stream_decoder_does_not_allocate_per_token() {
     for name in ["smollm2", "gemma3"] {
-        let out =
-            Command::new(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tools/fetch-models"))
-                .arg(name)
-                .output()
-                .unwrap();
-        assert!(out.status.success());
-        let path = PathBuf::from(String::from_utf8(out.stdout).unwrap().trim());
-        let tok = Tokenizer::from_gguf(&GgufFile::open(path).unwrap()).unwrap();
+        let tok = Tokenizer::from_gguf(&GgufFile::open(common::model(name)).unwrap()).unwrap();
         let text = "Streaming: héllo 🙂👍🏽 中文 <|im_end|> ".repeat(50);
         let ids = tok.encode(&text, true, true).unwrap();
         let mut d = StreamDecoder::new(true);

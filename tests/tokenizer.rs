@@ -1,8 +1,9 @@
 //! Golden tests: ember's tokenizers against llama.cpp's output on the committed corpus
 //! (fixtures made by tools/make-tokenizer-fixtures), on the two test models.
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use ember::tokenizer::StreamDecoder;
 use ember::{EncodeOptions, Error, GgufFile, TokenAttr, Tokenizer, TokenizerKind};
@@ -12,21 +13,8 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn model_path(name: &str) -> PathBuf {
-    let out = Command::new(root().join("tools/fetch-models"))
-        .arg(name)
-        .output()
-        .expect("run tools/fetch-models");
-    assert!(
-        out.status.success(),
-        "fetch-models {name}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
-}
-
 fn load(name: &str) -> Tokenizer {
-    let f = GgufFile::open(model_path(name)).unwrap();
+    let f = GgufFile::open(common::model(name)).unwrap();
     Tokenizer::from_gguf(&f).unwrap()
 }
 
