@@ -26,13 +26,18 @@ object TestSupport {
         f.path
     }
 
-    /** Runs a program and returns its standard output; fails on a non-zero exit. */
+    /** Runs a program and returns its standard output; fails (showing its stderr) on a non-zero exit. */
     fun run(cmd: List<String>, dir: File = root): String {
-        val p = ProcessBuilder(cmd).directory(dir).redirectError(ProcessBuilder.Redirect.INHERIT).start()
-        val out = p.inputStream.readBytes().toString(Charsets.UTF_8)
-        check(p.waitFor(10, TimeUnit.MINUTES)) { "timed out: $cmd" }
-        check(p.exitValue() == 0) { "exit ${p.exitValue()}: $cmd" }
-        return out
+        val err = File.createTempFile("ember-test", ".stderr")
+        try {
+            val p = ProcessBuilder(cmd).directory(dir).redirectError(err).start()
+            val out = p.inputStream.readBytes().toString(Charsets.UTF_8)
+            check(p.waitFor(10, TimeUnit.MINUTES)) { "timed out: $cmd" }
+            check(p.exitValue() == 0) { "exit ${p.exitValue()}: $cmd\n${err.readText()}" }
+            return out
+        } finally {
+            err.delete()
+        }
     }
 
     /** "1,2,3\n" -> [1, 2, 3] */

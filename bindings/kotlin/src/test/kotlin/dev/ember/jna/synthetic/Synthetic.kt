@@ -264,7 +264,7 @@ fun interface syn_everything_filter_fn : Callback {
 }
 
 fun interface syn_callbacks_inline_cb_fn : Callback {
-    fun invoke(id: Long, ok: Boolean)
+    fun invoke(id: Long, ok: Byte)
 }
 
 /**
@@ -303,5 +303,5 @@ object SyntheticNative {
     external fun syn_array_param(id: Pointer?, values: Pointer?): Pointer?
 
     @JvmStatic
-    external fun syn_bool(a: Boolean, b: Int, c: NativeLong, d: Short, e: Byte, f: SSizeT): Boolean
+    external fun syn_bool(a: Boolean, b: Int, c: NativeLong, d: Short, e: Byte, f: SSizeT): Byte
 }
