@@ -152,6 +152,11 @@ typedef struct syn_everything {
 } syn_everything;
 
 /**
+ * A second name for a struct.
+ */
+typedef struct syn_point syn_point_alias;
+
+/**
  * A union, as cbindgen writes a `#[repr(C)] union`.
  */
 typedef union syn_value {
@@ -168,6 +173,7 @@ typedef struct syn_outer {
     syn_kind tag;
     union syn_value value;
     struct syn_everything inner;
+    syn_point_alias alias_point;
     int in;
 } syn_outer;
 

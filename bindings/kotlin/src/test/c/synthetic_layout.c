@@ -55,6 +55,7 @@ int main(void) {
     printf("field syn_outer tag %zu %zu\n", offsetof(syn_outer, tag), sizeof(((syn_outer *)0)->tag));
     printf("field syn_outer value %zu %zu\n", offsetof(syn_outer, value), sizeof(((syn_outer *)0)->value));
     printf("field syn_outer inner %zu %zu\n", offsetof(syn_outer, inner), sizeof(((syn_outer *)0)->inner));
+    printf("field syn_outer alias_point %zu %zu\n", offsetof(syn_outer, alias_point), sizeof(((syn_outer *)0)->alias_point));
     printf("field syn_outer in %zu %zu\n", offsetof(syn_outer, in), sizeof(((syn_outer *)0)->in));
     printf("struct syn_tagged_only %zu\n", sizeof(struct syn_tagged_only));
     printf("field syn_tagged_only a %zu %zu\n", offsetof(struct syn_tagged_only, a), sizeof(((struct syn_tagged_only *)0)->a));

@@ -205,6 +205,11 @@ open class syn_everything : Structure {
 }
 
 /**
+ * A second name for a struct.
+ */
+typealias syn_point_alias = syn_point
+
+/**
  * A union, as cbindgen writes a `#[repr(C)] union`.
  */
 @Structure.FieldOrder("i", "d", "raw", "p")
@@ -227,11 +232,12 @@ open class syn_value : Union {
 /**
  * A struct holding a union and a struct that holds a struct.
  */
-@Structure.FieldOrder("tag", "value", "inner", "in")
+@Structure.FieldOrder("tag", "value", "inner", "alias_point", "in")
 open class syn_outer : Structure {
     @JvmField var tag: syn_kind = 0
     @JvmField var value: syn_value = syn_value()
     @JvmField var inner: syn_everything = syn_everything()
+    @JvmField var alias_point: syn_point = syn_point()
     @JvmField var `in`: Int = 0
 
     constructor() : super()
