@@ -54,9 +54,10 @@ extension Context {
     /// Generates a continuation of `prompt` (appended to the conversation in the context)
     /// and streams it as pieces of whole UTF-8 characters. The work runs on a thread of
     /// its own; cancelling the task that consumes the stream (or dropping the stream)
-    /// calls `ember_context_abort`, so the generation stops within one layer. The stream
-    /// throws an `EmberError` when the generation fails. The context and sampler must not
-    /// be used for anything else until the stream has ended.
+    /// calls `ember_context_abort`, so the generation stops within one layer, and the
+    /// stream simply ends. It throws an `EmberError` when the generation fails, including
+    /// `.aborted` after an `abortHandle.abort()` from elsewhere. The context and sampler
+    /// must not be used for anything else until the stream has ended.
     public func generate(_ prompt: String, sampler: Sampler,
                          params: GenerateParams = GenerateParams())
         -> AsyncThrowingStream<String, Error>
