@@ -56,9 +56,16 @@ impl Storage {
                 "{what}: offset {offset} + length {len} is past the end of the file ({file_len} bytes)"
             )));
         }
-        let len_usize = usize::try_from(len).map_err(|_| {
-            Error::InvalidArgument(format!("{what}: {len} bytes do not fit in memory"))
-        })?;
+        // No slice may exceed isize::MAX bytes: on 32-bit targets (armv7) that is 2 GiB, so
+        // a 3 GiB file passes usize::try_from but still cannot be one mapping or buffer.
+        let len_usize = usize::try_from(len)
+            .ok()
+            .filter(|&n| isize::try_from(n).is_ok())
+            .ok_or_else(|| {
+                Error::InvalidArgument(format!(
+                    "{what}: {len} bytes do not fit in this process's address space"
+                ))
+            })?;
         if len == 0 {
             return Err(Error::gguf("header", "file is empty"));
         }
@@ -87,7 +94,13 @@ impl Storage {
 
     fn read_into_heap(file: &File, offset: u64, len: usize, what: &str) -> Result<Storage> {
         use std::io::{Read, Seek, SeekFrom};
-        let mut words = vec![0u64; len.div_ceil(8)];
+        // This is also the fallback when mapping fails, which on a 32-bit device usually
+        // means the address space is full: the allocation must fail as an error, not abort.
+        let mut words = Vec::new();
+        words
+            .try_reserve_exact(len.div_ceil(8))
+            .map_err(|_| Error::io(what, std::io::ErrorKind::OutOfMemory.into()))?;
+        words.resize(len.div_ceil(8), 0u64);
         let bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut words);
         let mut f = file;
         f.seek(SeekFrom::Start(offset))

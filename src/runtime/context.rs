@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use crate::error::{Error, Result};
 use crate::kernels::{Kernels, Pool};
+use crate::model::config::ModelConfig;
 use crate::model::forward::{self, ForwardState, Outputs, Scratch};
 use crate::model::Model;
 use crate::tokenizer::Token;
@@ -69,6 +70,53 @@ pub struct Context {
     shift_row: Vec<f32>,
 }
 
+/// Refuses a context whose buffers cannot exist in this address space. Their sizes are
+/// products of numbers from the model file and the caller, computed in usize where they
+/// are allocated; on a 32-bit target (armv7, where no buffer may pass 2 GiB) such a
+/// product can wrap and leave a buffer too small for the indexing that follows. Counted
+/// here in checked u64, generously: every per-token scratch buffer (9 of f32, the
+/// quantized activations at most 4 bytes an element, 2 of RoPE factors) as wide as the
+/// widest row.
+fn check_address_space(c: &ModelConfig, p: &ContextParams, n_out_rows: usize) -> Result<()> {
+    let n = |x: usize| x as u64;
+    let mul = |xs: &[u64]| xs.iter().try_fold(1u64, |acc, &x| acc.checked_mul(x));
+    let widest = [
+        Some(n(c.n_embd)),
+        mul(&[n(c.n_head), n(c.head_dim.max(c.head_dim_v))]),
+        mul(&[n(c.n_head_kv), n(c.head_dim.max(c.head_dim_v))]),
+        Some(n(c.n_ff)),
+    ]
+    .into_iter()
+    .try_fold(0u64, |acc, w| w.map(|w| acc.max(w)));
+    let kv_elem = match p.kv_type {
+        KvType::F16 => 2,
+        KvType::F32 => 4,
+    };
+    let kv_width = mul(&[n(c.n_head_kv), n(c.head_dim)])
+        .zip(mul(&[n(c.n_head_kv), n(c.head_dim_v)]))
+        .and_then(|(k, v)| k.checked_add(v));
+    let total = widest.and_then(|w| {
+        let parts = [
+            mul(&[n(c.n_layer), n(p.n_ctx), kv_width?, kv_elem])?,
+            mul(&[n(p.n_batch), w, 12 * 4])?,
+            mul(&[n(p.n_threads.max(1)), n(p.n_ctx), 4])?,
+            mul(&[n(n_out_rows), n(c.n_vocab), 4])?,
+        ];
+        parts.into_iter().try_fold(0u64, u64::checked_add)
+    });
+    match total {
+        Some(t) if t <= isize::MAX as u64 => Ok(()),
+        _ => Err(Error::InvalidArgument(format!(
+            "a context of {} positions and batches of {} needs more memory ({}) than this \
+             {}-bit process can address",
+            p.n_ctx,
+            p.n_batch,
+            total.map_or_else(|| "over 2^64 bytes".to_string(), |t| format!("{t} bytes")),
+            usize::BITS
+        ))),
+    }
+}
+
 impl Context {
     /// Creates a context for `model`, allocating everything a decode step needs.
     pub fn new(model: &Model, params: ContextParams) -> Result<Context> {
@@ -98,6 +146,7 @@ impl Context {
         let logits_len = n_out_rows
             .checked_mul(c.n_vocab)
             .ok_or_else(|| Error::InvalidArgument("logits buffer size overflows".into()))?;
+        check_address_space(c, &params, n_out_rows)?;
         Ok(Context {
             kv: KvCache::new(params.kv_type, c.n_layer, n_ctx, c.kv_dim(), c.kv_dim_v()),
             scratch: Scratch::new(&model.inner, n_batch, n_ctx, pool.n_threads()),
