@@ -1,6 +1,7 @@
 //! ember: run large language models on the device, from GGUF files, through a safe Rust
 //! API and a stable C ABI.
 
+pub mod chat;
 pub mod error;
 pub mod ffi;
 pub mod gguf;
