@@ -146,3 +146,86 @@ fn templates_render_as_transformers_does() {
         failures.join("\n")
     );
 }
+
+fn render_err(src: &str) -> String {
+    let t = match ChatTemplate::new(src, "<s>", "</s>", TemplateOrigin::Given) {
+        Ok(t) => t,
+        Err(e) => return e.to_string(),
+    };
+    let msgs = [ember::chat::message("user", "hi")];
+    match t.render(&msgs, &RenderOptions::default()) {
+        Ok(out) => panic!("{src:?} rendered {:?}", &out[..out.len().min(100)]),
+        Err(e) => {
+            assert!(matches!(e, ember::Error::Template(_)), "{e:?}");
+            e.to_string()
+        }
+    }
+}
+
+#[test]
+fn bad_templates_say_what_and_where() {
+    let e = render_err("{{ bos_token }}\n{% for m in messages %}\n{{ m.content }\n{% endfor %}");
+    assert!(e.contains("syntax error") && e.contains("(line 3)"), "{e}");
+    let e = render_err("{% for m in messages %}\n{% endfor %}\n{% if true %}");
+    assert!(e.contains("syntax error") && e.contains("line 3"), "{e}");
+    let e = render_err("ok\n{{ messages | no_such_filter }}");
+    assert!(
+        e.contains("unknown filter") && e.contains("(line 2)"),
+        "{e}"
+    );
+    let e = render_err("{% if messages[0].role == 'user' %}\n  {{ raise_exception('Only system first, please') }}\n{% endif %}");
+    assert!(
+        e.contains("Only system first, please") && e.contains("(line 2)"),
+        "{e}"
+    );
+    let e = render_err("{{ messages.no_such.attribute }}");
+    assert!(e.contains("undefined") && e.contains("(line 1)"), "{e}");
+    let e = render_err("{{ 'a'.no_such_method() }}");
+    assert!(
+        e.contains("unknown method") && e.contains("(line 1)"),
+        "{e}"
+    );
+}
+
+/// A template that never ends, recurses forever or builds a huge string fails within its
+/// fuel, quickly, without the memory it asks for.
+#[test]
+fn runaway_templates_stop_within_their_bounds() {
+    use std::time::{Duration, Instant};
+    let cases = [
+        ("nested loops", "{% for i in range(100000) %}{% for j in range(100000) %}{{ '' }}{% endfor %}{% endfor %}"),
+        ("endless recursion", "{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}"),
+        ("string doubling", "{% set ns = namespace(s='x') %}{% for i in range(64) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}{{ ns.s | length }}"),
+        ("one huge string", "{{ 'x' * 10000000000 }}"),
+        ("huge output", "{% for i in range(100000) %}{% for j in range(100000) %}xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx{% endfor %}{% endfor %}"),
+        ("huge join", "{{ ('x' * 1000) | list | join('y' * 1000000) }}"),
+        ("huge replace", "{{ ('x' * 10000).replace('x', 'y' * 100000) }}"),
+    ];
+    for (what, src) in cases {
+        let t0 = Instant::now();
+        let e = render_err(src);
+        let took = t0.elapsed();
+        eprintln!("{what}: {:?} in {took:?}", e);
+        assert!(e.contains("fuel") || e.contains("recursion"), "{what}: {e}");
+        // The default fuel (1M) is ~0.1 s of work on one core; 5 s leaves room for a slow,
+        // loaded or emulated machine.
+        assert!(took < Duration::from_secs(5), "{what} took {took:?}");
+    }
+    // The output bound on its own: plenty of fuel, a small output limit.
+    let t = ChatTemplate::new(
+        "{% for i in range(1000) %}0123456789{% endfor %}",
+        "",
+        "",
+        TemplateOrigin::Given,
+    )
+    .unwrap()
+    .with_limits(ember::chat::TemplateLimits {
+        max_output: 5000,
+        ..Default::default()
+    });
+    let e = t
+        .render(&[], &RenderOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("over the limit of 5000 bytes"), "{e}");
+}
