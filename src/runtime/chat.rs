@@ -80,6 +80,16 @@ impl ChatSession {
         params: ChatParams,
     ) -> Result<ChatSession> {
         let template = ChatTemplate::for_model(model, params.template.as_deref())?;
+        Self::with_template(model, ctx_params, template, params)
+    }
+
+    /// A session with a template already made (`params.template` is not used).
+    pub fn with_template(
+        model: &Model,
+        ctx_params: ContextParams,
+        template: ChatTemplate,
+        params: ChatParams,
+    ) -> Result<ChatSession> {
         Ok(ChatSession {
             ctx: Context::new(model, ctx_params)?,
             template,
