@@ -155,6 +155,9 @@ fn template_prints_the_prompt_exactly() {
 
 #[test]
 fn run_chat_applies_the_template() {
+    if !common::chat_model_tests() {
+        return;
+    }
     let smollm2 = common::model("smollm2");
     let out = ember(&[
         "run",
@@ -185,6 +188,9 @@ fn run_chat_applies_the_template() {
 /// its speed, Ctrl-C stopping a long reply but not the program, /reset, /exit.
 #[test]
 fn chat_in_a_terminal() {
+    if !common::chat_model_tests() {
+        return;
+    }
     let smollm2 = common::model("smollm2");
     let mut cmd = std::process::Command::new("python3");
     cmd.arg(common::repo_root().join("cli/tests/chat_pty.py"))
