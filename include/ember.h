@@ -156,6 +156,23 @@
 #define EMBER_STOP_CALLBACK 4
 
 /**
+ * `ember_chat_info.template_origin`: the model file's own template
+ * (`tokenizer.chat_template`).
+ */
+#define EMBER_TEMPLATE_MODEL 0
+
+/**
+ * The template given in `ember_chat_params.chat_template`.
+ */
+#define EMBER_TEMPLATE_GIVEN 1
+
+/**
+ * The file has no template: a built-in one chosen for its architecture
+ * (`ember_chat_info.builtin_template` names it).
+ */
+#define EMBER_TEMPLATE_BUILTIN 2
+
+/**
  * What a function did. Every function that can fail returns one; on anything but
  * `EMBER_OK`, `ember_last_error()` says what was wrong. The numbers are fixed: a code is
  * never renumbered, and a retired code is never reused for another meaning.
@@ -248,6 +265,14 @@ typedef enum ember_status ember_status;
 typedef int32_t ember_status;
 #endif // __STDC_VERSION__ >= 202311L
 #endif // __cplusplus
+
+/**
+ * A conversation with a model: its messages, rendered with the model's Jinja chat
+ * template (sandboxed and bounded), and its own context, whose KV cache is kept from turn
+ * to turn so each reply processes only the new text. Not thread-safe, like a context
+ * (concurrent or re-entrant use gets `EMBER_ERR_BUSY`), except `ember_chat_abort()`.
+ */
+typedef struct ember_chat ember_chat;
 
 /**
  * One conversation with a model: the KV cache, scratch buffers, worker threads and
@@ -546,6 +571,111 @@ typedef struct ember_generate_result {
      */
     double generate_ms;
 } ember_generate_result;
+
+/**
+ * How to make a chat session. Get one from `ember_chat_params_default()`.
+ */
+typedef struct ember_chat_params {
+    /**
+     * `sizeof(ember_chat_params)` as the caller compiled it.
+     */
+    uint32_t struct_size;
+    /**
+     * Pin the "now" of the template's `strftime_now()` to `now_unix` (default false:
+     * the clock).
+     */
+    bool pin_now;
+    /**
+     * Unix seconds, read as UTC, when `pin_now`.
+     */
+    int64_t now_unix;
+    /**
+     * A Jinja chat template (NUL-terminated UTF-8) to use instead of the model's;
+     * NULL (default): the model's own, or a built-in for its architecture when the file
+     * has none. Copied.
+     */
+    const char *chat_template;
+    /**
+     * Tools the template describes to the model: a JSON array of tool schemas
+     * (NUL-terminated), or NULL (default) for none. Copied.
+     */
+    const char *tools_json;
+    /**
+     * More template variables, as a JSON object (`{"enable_thinking": false}`), or NULL
+     * (default). Copied.
+     */
+    const char *template_vars_json;
+} ember_chat_params;
+
+/**
+ * What one reply did. Set `struct_size = sizeof(ember_chat_result)` and pass it to
+ * `ember_chat_generate()`.
+ */
+typedef struct ember_chat_result {
+    uint32_t struct_size;
+    /**
+     * One of `EMBER_STOP_*`.
+     */
+    uint32_t stop_reason;
+    /**
+     * Tokens of the whole rendered conversation.
+     */
+    uint32_t prompt_tokens;
+    /**
+     * Of those, tokens already in the cache from earlier turns (not processed again).
+     */
+    uint32_t prompt_reused;
+    /**
+     * Tokens processed for this reply: `prompt_tokens - prompt_reused`.
+     */
+    uint32_t prompt_processed;
+    /**
+     * Tokens of the reply (not counting the end-of-turn token).
+     */
+    uint32_t generated_tokens;
+    /**
+     * Messages dropped from the start of the conversation (after the system messages)
+     * to make it fit the context.
+     */
+    uint32_t dropped_messages;
+    /**
+     * Milliseconds spent on the prompt.
+     */
+    double prompt_ms;
+    /**
+     * Milliseconds spent generating.
+     */
+    double generate_ms;
+} ember_chat_result;
+
+/**
+ * A session's state. Set `struct_size = sizeof(ember_chat_info)`, then call
+ * `ember_chat_get_info()`.
+ */
+typedef struct ember_chat_info {
+    uint32_t struct_size;
+    /**
+     * One of `EMBER_TEMPLATE_*`.
+     */
+    uint32_t template_origin;
+    /**
+     * Messages in the conversation.
+     */
+    uint32_t n_messages;
+    /**
+     * Positions of the context filled.
+     */
+    uint32_t n_past;
+    /**
+     * Positions the context holds.
+     */
+    uint32_t n_ctx;
+    /**
+     * The name of the built-in template ("chatml", "gemma", "llama3") when
+     * `template_origin` is `EMBER_TEMPLATE_BUILTIN`, else NULL. Static storage.
+     */
+    const char *builtin_template;
+} ember_chat_info;
 
 #ifdef __cplusplus
 extern "C" {
@@ -994,6 +1124,155 @@ ember_status ember_generate(struct ember_context *ctx,
                             ember_piece_fn on_piece,
                             void *user_data,
                             struct ember_generate_result *result);
+
+/**
+ * Writes the default chat params into `*params`, a struct of `struct_size` bytes (pass
+ * `sizeof(ember_chat_params)`). Thread-safe.
+ *
+ * # Safety
+ * `params` is NULL or points to `struct_size` writable bytes.
+ */
+ember_status ember_chat_params_default(struct ember_chat_params *params, size_t struct_size);
+
+/**
+ * Makes a chat session with `model`: a context made with `ctx_params` (NULL for the
+ * defaults) and the chat template `params` says (NULL for the defaults: the model's
+ * own). A template that does not compile fails with `EMBER_ERR_TEMPLATE`, its message
+ * and line in `ember_last_error()`; bad JSON in `params` with
+ * `EMBER_ERR_INVALID_ARGUMENT`. On success `*out` is a new session the caller frees with
+ * `ember_chat_free()`; it keeps the model alive. Thread-safe with respect to the model.
+ *
+ * # Safety
+ * `model` is NULL or live; `ctx_params` and `params` are NULL or valid params structs;
+ * `out` is NULL or writable.
+ */
+ember_status ember_chat_new(const struct ember_model *model,
+                            const struct ember_context_params *ctx_params,
+                            const struct ember_chat_params *params,
+                            struct ember_chat **out);
+
+/**
+ * Frees a chat session and its context. NULL does nothing. A session in use (by a call
+ * on another thread, or from inside its own callback) is not freed: the call does nothing
+ * and `ember_last_error()` says why.
+ *
+ * # Safety
+ * `chat` is NULL or a live chat handle, not used again after a successful free.
+ */
+void ember_chat_free(struct ember_chat *chat);
+
+/**
+ * Appends a message: `role` ("system", "user", "assistant", "tool"...) NUL-terminated,
+ * `content` as `content_len` bytes of UTF-8 (NULL allowed when 0). Both are copied. Not
+ * thread-safe.
+ *
+ * # Safety
+ * `chat` is NULL or live; `role` is NULL or NUL-terminated; `content` is NULL or has
+ * `content_len` readable bytes.
+ */
+ember_status ember_chat_add_message(struct ember_chat *chat,
+                                    const char *role,
+                                    const char *content,
+                                    size_t content_len);
+
+/**
+ * Appends a message given as a JSON object of `json_len` bytes, for what a role and a
+ * text cannot say: content as a list of parts, an assistant's `tool_calls`, a tool
+ * result's `tool_call_id`. It needs a string "role"; the template sees every field.
+ * Copied. Not thread-safe.
+ *
+ * # Safety
+ * `chat` is NULL or live; `json` is NULL or has `json_len` readable bytes.
+ */
+ember_status ember_chat_add_message_json(struct ember_chat *chat,
+                                         const char *json,
+                                         size_t json_len);
+
+/**
+ * Generates the assistant's reply to the conversation, streams it to `on_piece` in whole
+ * UTF-8 characters (as `ember_generate()` does) and appends it to the messages. The
+ * conversation is rendered with the template; only the tokens after what the context
+ * already holds are processed. When it does not fit, the oldest turns are dropped (system
+ * messages stay) until it does, with room for the reply. The reply ends at the model's
+ * end-of-turn token, `max_tokens`, a stop string, or when `on_piece` returns false.
+ * `params` (NULL for the defaults) is an ember_generate_params: `max_tokens`,
+ * `stop`/`n_stop` and `render_special` apply; `add_special`, `parse_special`,
+ * `context_shift` and `n_keep` are ignored (the session manages the context). `result`
+ * may be NULL. Errors: `EMBER_ERR_TEMPLATE` (the template failed: its message and line),
+ * `EMBER_ERR_ABORTED` after `ember_chat_abort()` (the text streamed so far is kept as the
+ * reply), `EMBER_ERR_CONTEXT_FULL` when even the last message alone does not fit, and
+ * those of `ember_decode()`. Not thread-safe for `chat` and `sampler`.
+ *
+ * # Safety
+ * `chat` and `sampler` are NULL or live; `params` is NULL or a valid params struct whose
+ * `stop` holds `n_stop` NUL-terminated strings; `result` is NULL or points to
+ * `result->struct_size` bytes.
+ */
+ember_status ember_chat_generate(struct ember_chat *chat,
+                                 struct ember_sampler *sampler,
+                                 const struct ember_generate_params *params,
+                                 ember_piece_fn on_piece,
+                                 void *user_data,
+                                 struct ember_chat_result *result);
+
+/**
+ * Starts a new conversation with the same system messages: every other message is
+ * forgotten. The context keeps what it can reuse (the system prompt). Not thread-safe.
+ *
+ * # Safety
+ * `chat` is NULL or live.
+ */
+ember_status ember_chat_reset(struct ember_chat *chat);
+
+/**
+ * Asks a running `ember_chat_generate()` to stop: it returns `EMBER_ERR_ABORTED` within
+ * one layer, with the text streamed so far kept as the reply. Thread-safe: any thread,
+ * or the piece callback. A request made while nothing runs is dropped when the next
+ * reply starts.
+ *
+ * # Safety
+ * `chat` is NULL or live (not being freed concurrently).
+ */
+ember_status ember_chat_abort(const struct ember_chat *chat);
+
+/**
+ * Renders the conversation with the template into `buf` (NUL-terminated; see the
+ * buffer rules), ending with the header of an assistant turn when
+ * `add_generation_prompt`: the exact prompt a reply would be generated from.
+ * `EMBER_ERR_TEMPLATE` when the template fails. Not thread-safe.
+ *
+ * # Safety
+ * `chat` is NULL or live; `buf` is NULL or has `capacity` writable bytes; `needed` is
+ * NULL or writable.
+ */
+ember_status ember_chat_render(const struct ember_chat *chat,
+                               bool add_generation_prompt,
+                               char *buf,
+                               size_t capacity,
+                               size_t *needed);
+
+/**
+ * Message `index` (0 = the first) as a JSON object, e.g. `{"role": "assistant",
+ * "content": "..."}`, into `buf` (NUL-terminated; see the buffer rules).
+ * `EMBER_ERR_INVALID_ARGUMENT` when there is no such message. Not thread-safe.
+ *
+ * # Safety
+ * `chat` is NULL or live; `buf` is NULL or has `capacity` writable bytes; `needed` is
+ * NULL or writable.
+ */
+ember_status ember_chat_message_json(const struct ember_chat *chat,
+                                     size_t index,
+                                     char *buf,
+                                     size_t capacity,
+                                     size_t *needed);
+
+/**
+ * Fills `*info` (whose `struct_size` the caller set). Not thread-safe.
+ *
+ * # Safety
+ * `chat` is NULL or live; `info` is NULL or points to `info->struct_size` bytes.
+ */
+ember_status ember_chat_get_info(const struct ember_chat *chat, struct ember_chat_info *info);
 
 /**
  * The bytes `ember_state_save()` needs for the context as it is now, in `*size`.

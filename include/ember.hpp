@@ -100,6 +100,55 @@ struct GenerateResult : ember_generate_result {
     GenerateResult() : ember_generate_result() { struct_size = sizeof(ember_generate_result); }
 };
 
+/// Return false to stop a generation.
+typedef std::function<bool(const std::string &piece)> PieceFn;
+
+namespace detail {
+
+// Carries the std::function through the C callback; an exception is caught here (it must
+// not unwind through ember) and rethrown once the C call has returned.
+struct Trampoline {
+    explicit Trampoline(const PieceFn &f) : fn(f) {}
+    const PieceFn &fn;
+    std::exception_ptr error;
+    static bool call(const char *piece, std::size_t len, void *user) {
+        Trampoline *t = static_cast<Trampoline *>(user);
+        try {
+            return t->fn(std::string(piece, len));
+        } catch (...) {
+            t->error = std::current_exception();
+            return false;
+        }
+    }
+};
+
+// The C params of `params`, pointing into `stops` (which must outlive the call).
+inline ember_generate_params c_params(const GenerateParams &params,
+                                      std::vector<const char *> &stops) {
+    for (std::size_t i = 0; i < params.stop_strings.size(); i++)
+        stops.push_back(params.stop_strings[i].c_str());
+    ember_generate_params p = params;
+    if (!stops.empty()) {
+        p.stop = stops.data();
+        p.n_stop = stops.size();
+    }
+    return p;
+}
+
+} // namespace detail
+
+/// ember_chat_params with the library's defaults; the strings are kept alongside (empty =
+/// not set: the model's template, no tools, no variables).
+struct ChatParams : ember_chat_params {
+    ChatParams() { detail::check(ember_chat_params_default(this, sizeof(ember_chat_params))); }
+    std::string chat_template_source, tools, template_vars;
+};
+
+/// What one chat reply did (ember_chat_result).
+struct ChatResult : ember_chat_result {
+    ChatResult() : ember_chat_result() { struct_size = sizeof(ember_chat_result); }
+};
+
 /// A loaded model (ember_model). Thread-safe; move-only.
 class Model {
   public:
@@ -243,8 +292,7 @@ class Sampler {
 /// One conversation (ember_context). One thread at a time (abort() excepted); move-only.
 class Context {
   public:
-    /// Return false to stop the generation.
-    typedef std::function<bool(const std::string &piece)> PieceFn;
+    typedef ember::PieceFn PieceFn;
 
     explicit Context(const Model &model, const ContextParams &params = ContextParams()) {
         detail::check(ember_context_new(model.get(), &params, &c_));
@@ -305,17 +353,11 @@ class Context {
     GenerateResult generate(Sampler &sampler, const std::string &prompt,
                             const GenerateParams &params, const PieceFn &on_piece) {
         std::vector<const char *> stops;
-        for (std::size_t i = 0; i < params.stop_strings.size(); i++)
-            stops.push_back(params.stop_strings[i].c_str());
-        ember_generate_params p = params;
-        if (!stops.empty()) {
-            p.stop = stops.data();
-            p.n_stop = stops.size();
-        }
-        Trampoline t(on_piece);
+        ember_generate_params p = detail::c_params(params, stops);
+        detail::Trampoline t(on_piece);
         GenerateResult r;
         ember_status st = ember_generate(c_, sampler.get(), prompt.data(), prompt.size(), &p,
-                                         &Trampoline::call, &t, &r);
+                                         &detail::Trampoline::call, &t, &r);
         if (t.error) std::rethrow_exception(t.error);
         detail::check(st);
         return r;
@@ -347,24 +389,89 @@ class Context {
     }
 
   private:
-    // Carries the std::function through the C callback; an exception is caught here (it
-    // must not unwind through ember) and rethrown once ember_generate has returned.
-    struct Trampoline {
-        explicit Trampoline(const PieceFn &f) : fn(f) {}
-        const PieceFn &fn;
-        std::exception_ptr error;
-        static bool call(const char *piece, std::size_t len, void *user) {
-            Trampoline *t = static_cast<Trampoline *>(user);
-            try {
-                return t->fn(std::string(piece, len));
-            } catch (...) {
-                t->error = std::current_exception();
-                return false;
-            }
-        }
-    };
-
     ember_context *c_ = nullptr;
+};
+
+/// A chat session (ember_chat): the model's chat template, the messages, and a context
+/// that keeps the conversation's KV cache between replies. One thread at a time (abort()
+/// excepted); move-only.
+class Chat {
+  public:
+    explicit Chat(const Model &model, const ContextParams &ctx_params = ContextParams(),
+                  const ChatParams &params = ChatParams()) {
+        ember_chat_params p = params;
+        if (!params.chat_template_source.empty()) p.chat_template = params.chat_template_source.c_str();
+        if (!params.tools.empty()) p.tools_json = params.tools.c_str();
+        if (!params.template_vars.empty()) p.template_vars_json = params.template_vars.c_str();
+        detail::check(ember_chat_new(model.get(), &ctx_params, &p, &c_));
+    }
+    ~Chat() { ember_chat_free(c_); }
+    Chat(Chat &&o) noexcept : c_(o.c_) { o.c_ = nullptr; }
+    Chat &operator=(Chat &&o) noexcept {
+        std::swap(c_, o.c_);
+        return *this;
+    }
+    Chat(const Chat &) = delete;
+    Chat &operator=(const Chat &) = delete;
+
+    ember_chat *get() const noexcept { return c_; }
+
+    void add_message(const std::string &role, const std::string &content) {
+        detail::check(ember_chat_add_message(c_, role.c_str(), content.data(), content.size()));
+    }
+    /// A message as a JSON object (content parts, tool calls...).
+    void add_message_json(const std::string &json) {
+        detail::check(ember_chat_add_message_json(c_, json.data(), json.size()));
+    }
+
+    /// Generates the assistant's reply, streaming it to `on_piece`; it joins the messages.
+    ChatResult generate(Sampler &sampler, const GenerateParams &params, const PieceFn &on_piece) {
+        std::vector<const char *> stops;
+        ember_generate_params p = detail::c_params(params, stops);
+        detail::Trampoline t(on_piece);
+        ChatResult r;
+        ember_status st =
+            ember_chat_generate(c_, sampler.get(), &p, &detail::Trampoline::call, &t, &r);
+        if (t.error) std::rethrow_exception(t.error);
+        detail::check(st);
+        return r;
+    }
+
+    /// Forgets every message but the system messages.
+    void reset() { detail::check(ember_chat_reset(c_)); }
+    /// Thread-safe: stops a running reply (generate() then throws EMBER_ERR_ABORTED).
+    void abort() const noexcept { ember_chat_abort(c_); }
+
+    /// The exact prompt the template makes of the conversation.
+    std::string render(bool add_generation_prompt = true) const {
+        ember_chat *c = c_;
+        std::vector<char> b = detail::fill<char>(
+            [c, add_generation_prompt](char *buf, std::size_t cap, std::size_t *n) {
+                return ember_chat_render(c, add_generation_prompt, buf, cap, n);
+            },
+            1024);
+        return std::string(b.data());
+    }
+
+    std::string message_json(std::size_t index) const {
+        ember_chat *c = c_;
+        std::vector<char> b = detail::fill<char>(
+            [c, index](char *buf, std::size_t cap, std::size_t *n) {
+                return ember_chat_message_json(c, index, buf, cap, n);
+            },
+            256);
+        return std::string(b.data());
+    }
+
+    ember_chat_info info() const {
+        ember_chat_info i = ember_chat_info();
+        i.struct_size = sizeof i;
+        detail::check(ember_chat_get_info(c_, &i));
+        return i;
+    }
+
+  private:
+    ember_chat *c_ = nullptr;
 };
 
 inline ember_token Sampler::sample(const Context &ctx) {

@@ -1,6 +1,7 @@
 //! ember: run large language models on the device, from GGUF files, through a safe Rust
 //! API and a stable C ABI.
 
+pub mod chat;
 pub mod error;
 pub mod ffi;
 pub mod gguf;
@@ -15,6 +16,7 @@ pub use error::{Error, Result};
 pub use gguf::{GgufFile, LoadOptions};
 pub use model::{Model, ModelConfig, ModelParams};
 pub use quant::GgmlType;
+pub use runtime::chat::{ChatParams, ChatSession, ChatStats};
 pub use runtime::generate::{Control, GenerateParams, GenerateStats, StopReason};
 pub use runtime::{AbortHandle, Context, ContextParams, KvType};
 pub use sampling::{Sampler, SamplerParams};

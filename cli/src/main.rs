@@ -5,10 +5,13 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod chat;
 mod inspect;
 mod perplexity;
 mod run;
+mod sampling_args;
 mod sys;
+mod template;
 mod tokenize;
 
 #[derive(Parser)]
@@ -30,6 +33,10 @@ enum Command {
     Tokenize(tokenize::Args),
     /// Generate text from a prompt, streamed to stdout.
     Run(run::Args),
+    /// Chat with a model in the terminal, through its chat template.
+    Chat(chat::Args),
+    /// Print the prompt a chat template makes of a conversation (JSON).
+    Template(template::Args),
     /// Perplexity of a text file, computed as llama-perplexity does.
     Perplexity(perplexity::Args),
     /// Prompt and generation speed, measured as llama-bench does.
@@ -42,6 +49,8 @@ fn main() -> ExitCode {
         Command::Inspect(a) => inspect::run(a),
         Command::Tokenize(a) => tokenize::run(a),
         Command::Run(a) => run::run(a),
+        Command::Chat(a) => chat::run(a),
+        Command::Template(a) => template::run(a),
         Command::Perplexity(a) => perplexity::run(a),
         Command::Bench(a) => bench::run(a),
     };

@@ -152,6 +152,28 @@ pub unsafe extern "C" fn ember_context_params_default(
     })
 }
 
+/// Checks C context params and turns them into Rust ones.
+pub(crate) fn context_params(p: &ember_context_params) -> FfiResult<ContextParams> {
+    let kv_type = match p.kv_type {
+        EMBER_KV_F16 => KvType::F16,
+        EMBER_KV_F32 => KvType::F32,
+        t => return Err(Fail::invalid(format!("unknown kv_type {t}"))),
+    };
+    if p.n_threads > MAX_THREADS {
+        return Err(Fail::invalid(format!(
+            "n_threads {} is more than {MAX_THREADS}",
+            p.n_threads
+        )));
+    }
+    Ok(ContextParams {
+        n_ctx: p.n_ctx as usize,
+        n_batch: p.n_batch as usize,
+        n_threads: p.n_threads as usize,
+        kv_type,
+        logits_all: p.logits_all,
+    })
+}
+
 /// Makes a context for `model`; `params` may be NULL for the defaults. On success `*out`
 /// is a new context the caller owns and frees with `ember_context_free()`. The context
 /// keeps the model alive, so the model handle may be freed first. Thread-safe with
@@ -172,27 +194,7 @@ pub unsafe extern "C" fn ember_context_new(
         let m = &unsafe { handle(model, "model") }?.model;
         // SAFETY: the caller's contract.
         let p = unsafe { read_params(params) }?;
-        let kv_type = match p.kv_type {
-            EMBER_KV_F16 => KvType::F16,
-            EMBER_KV_F32 => KvType::F32,
-            t => return Err(Fail::invalid(format!("unknown kv_type {t}"))),
-        };
-        if p.n_threads > MAX_THREADS {
-            return Err(Fail::invalid(format!(
-                "n_threads {} is more than {MAX_THREADS}",
-                p.n_threads
-            )));
-        }
-        let ctx = Context::new(
-            m,
-            ContextParams {
-                n_ctx: p.n_ctx as usize,
-                n_batch: p.n_batch as usize,
-                n_threads: p.n_threads as usize,
-                kv_type,
-                logits_all: p.logits_all,
-            },
-        )?;
+        let ctx = Context::new(m, context_params(&p)?)?;
         let h = Box::new(ember_context {
             busy: AtomicBool::new(false),
             abort: ctx.abort_handle(),

@@ -7,7 +7,7 @@ use super::context::ember_context;
 use super::sampler::ember_sampler;
 use super::{
     check_out_struct, cstr_arg, ember_status, ffi_call, read_params, slice_arg, spans, text_arg,
-    write_defaults, write_out_struct, Fail, Versioned,
+    write_defaults, write_out_struct, Fail, FfiResult, Versioned,
 };
 use crate::runtime::generate::{Control, GenerateParams, StopReason};
 
@@ -145,6 +145,45 @@ pub unsafe extern "C" fn ember_generate_params_default(
     })
 }
 
+/// Checks C generation params (copying the stop strings) and turns them into Rust ones.
+///
+/// # Safety
+/// `p.stop` is NULL or holds `p.n_stop` NUL-terminated strings.
+pub(crate) unsafe fn generate_params(p: &ember_generate_params) -> FfiResult<GenerateParams> {
+    // SAFETY: the caller's contract.
+    let stop_ptrs = unsafe { slice_arg(p.stop, p.n_stop, "stop") }?;
+    let mut stop = Vec::with_capacity(stop_ptrs.len());
+    for (i, &s) in stop_ptrs.iter().enumerate() {
+        // SAFETY: the caller's contract.
+        let s = unsafe { cstr_arg(s, &format!("stop[{i}]")) }?;
+        if s.is_empty() {
+            return Err(Fail::invalid(format!("stop[{i}] is empty")));
+        }
+        stop.push(s.to_owned());
+    }
+    Ok(GenerateParams {
+        max_tokens: p.max_tokens as usize,
+        add_special: p.add_special,
+        parse_special: p.parse_special,
+        stop,
+        context_shift: p.context_shift,
+        n_keep: p.n_keep as usize,
+        render_special: p.render_special,
+        ..GenerateParams::default()
+    })
+}
+
+/// The `EMBER_STOP_*` code of a stop reason.
+pub(crate) fn stop_code(r: Option<StopReason>) -> u32 {
+    match r {
+        Some(StopReason::EndOfGeneration) => EMBER_STOP_END_OF_GENERATION,
+        Some(StopReason::MaxTokens) => EMBER_STOP_MAX_TOKENS,
+        Some(StopReason::StopString) => EMBER_STOP_STRING,
+        Some(StopReason::Callback) => EMBER_STOP_CALLBACK,
+        None => 0,
+    }
+}
+
 /// Generates a continuation of `prompt` (`prompt_len` bytes of UTF-8; NULL allowed when
 /// 0, to continue a conversation already in the context): tokenizes it, appends it to
 /// the context, then samples with `sampler` and streams the text to `on_piece` in whole
@@ -179,28 +218,7 @@ pub unsafe extern "C" fn ember_generate(
         // SAFETY: the caller's contract.
         let prompt = unsafe { text_arg(prompt, prompt_len, "prompt") }?;
         // SAFETY: the caller's contract.
-        let p = unsafe { read_params(params) }?;
-        // SAFETY: the caller's contract.
-        let stop_ptrs = unsafe { slice_arg(p.stop, p.n_stop, "stop") }?;
-        let mut stop = Vec::with_capacity(stop_ptrs.len());
-        for (i, &s) in stop_ptrs.iter().enumerate() {
-            // SAFETY: the caller's contract.
-            let s = unsafe { cstr_arg(s, &format!("stop[{i}]")) }?;
-            if s.is_empty() {
-                return Err(Fail::invalid(format!("stop[{i}] is empty")));
-            }
-            stop.push(s.to_owned());
-        }
-        let gp = GenerateParams {
-            max_tokens: p.max_tokens as usize,
-            add_special: p.add_special,
-            parse_special: p.parse_special,
-            stop,
-            context_shift: p.context_shift,
-            n_keep: p.n_keep as usize,
-            render_special: p.render_special,
-            ..GenerateParams::default()
-        };
+        let gp = unsafe { generate_params(&read_params(params)?) }?;
         // SAFETY: the caller's contract.
         let mut c = unsafe { ember_context::lock(ctx) }?;
         // SAFETY: the caller's contract.
@@ -231,13 +249,7 @@ pub unsafe extern "C" fn ember_generate(
         drop(s);
         if !result.is_null() {
             let v = ember_generate_result {
-                stop_reason: match stats.stop_reason {
-                    Some(StopReason::EndOfGeneration) => EMBER_STOP_END_OF_GENERATION,
-                    Some(StopReason::MaxTokens) => EMBER_STOP_MAX_TOKENS,
-                    Some(StopReason::StopString) => EMBER_STOP_STRING,
-                    Some(StopReason::Callback) => EMBER_STOP_CALLBACK,
-                    None => 0,
-                },
+                stop_reason: stop_code(stats.stop_reason),
                 prompt_tokens: stats.prompt_tokens as u32,
                 generated_tokens: stats.generated_tokens as u32,
                 prompt_ms: stats.prompt_time.as_secs_f64() * 1e3,

@@ -25,6 +25,8 @@ pub mod sampler;
 
 pub mod generate;
 
+pub mod chat;
+
 pub mod state;
 
 use std::cell::RefCell;
@@ -761,6 +763,9 @@ mod tests {
         check_spans::<sampler::ember_sampler_params>(12);
         check_spans::<generate::ember_generate_params>(9);
         check_spans::<generate::ember_generate_result>(6);
+        check_spans::<chat::ember_chat_params>(6);
+        check_spans::<chat::ember_chat_result>(9);
+        check_spans::<chat::ember_chat_info>(6);
     }
 
     #[test]

@@ -515,6 +515,91 @@ static void abort_from_another_thread(const ember_model *m) {
     ember_context_free(ref);
 }
 
+/* A three-turn chat: each turn processes only what follows the cached conversation. */
+static void chat(const ember_model *m) {
+    ember_chat *ch = NULL;
+    ember_context_params cp;
+    ember_chat_params chp;
+    ember_sampler *s = greedy_sampler(m);
+    ember_generate_params gp;
+    ember_chat_result res;
+    ember_chat_info info;
+    struct collect col;
+    const char *questions[3] = {"What is the capital of France?", "And of Italy?",
+                                "Thanks! Ünïcödé {{ braces }} ok?"};
+    char buf[8192];
+    size_t needed = 0;
+    uint32_t prev_past = 0;
+    int turn;
+
+    OK(ember_context_params_default(&cp, sizeof cp));
+    cp.n_ctx = 1024;
+    OK(ember_chat_params_default(&chp, sizeof chp));
+    OK(ember_chat_new(m, &cp, &chp, &ch));
+    REQUIRE(ch != NULL);
+    memset(&info, 0, sizeof info);
+    info.struct_size = sizeof info;
+    OK(ember_chat_get_info(ch, &info));
+    CHECK(info.template_origin == EMBER_TEMPLATE_MODEL && info.builtin_template == NULL);
+    CHECK(info.n_messages == 0 && info.n_ctx == 1024);
+    OK(ember_chat_add_message(ch, "system", "Answer in one short sentence.", 29));
+    OK(ember_generate_params_default(&gp, sizeof gp));
+    gp.max_tokens = 32;
+    for (turn = 0; turn < 3; turn++) {
+        OK(ember_chat_add_message(ch, "user", questions[turn], strlen(questions[turn])));
+        memset(&col, 0, sizeof col);
+        memset(&res, 0, sizeof res);
+        res.struct_size = sizeof res;
+        OK(ember_chat_generate(ch, s, &gp, collect_piece, &col, &res));
+        CHECK(!col.bad_utf8 && col.len > 0);
+        CHECK(res.prompt_processed == res.prompt_tokens - res.prompt_reused);
+        /* Everything cached after the last turn is reused; only the new text is processed. */
+        CHECK(res.prompt_reused == prev_past);
+        if (turn > 0) CHECK(res.prompt_processed > 0 && res.prompt_processed < 40);
+        CHECK(res.stop_reason == EMBER_STOP_END_OF_GENERATION ||
+              res.stop_reason == EMBER_STOP_MAX_TOKENS);
+        OK(ember_chat_get_info(ch, &info));
+        CHECK(info.n_messages == (uint32_t)(2 + 2 * turn + 1));
+        prev_past = info.n_past;
+        printf("chat turn %d: %u prompt tokens, %u reused, %u processed: %s\n", turn,
+               res.prompt_tokens, res.prompt_reused, res.prompt_processed, col.text);
+        /* The reply is the last message. */
+        OK(ember_chat_message_json(ch, info.n_messages - 1, buf, sizeof buf, &needed));
+        CHECK(strstr(buf, "\"role\":\"assistant\"") != NULL);
+    }
+    /* The rendered prompt is the SmolLM2 template's. */
+    OK(ember_chat_render(ch, true, buf, sizeof buf, &needed));
+    CHECK(strncmp(buf, "<|im_start|>system\nAnswer in one short sentence.<|im_end|>\n", 58) == 0);
+    CHECK(needed == strlen(buf) + 1);
+    CHECK(strcmp(buf + strlen(buf) - 22, "<|im_start|>assistant\n") == 0);
+    /* Reset keeps the system prompt. */
+    OK(ember_chat_reset(ch));
+    OK(ember_chat_get_info(ch, &info));
+    CHECK(info.n_messages == 1);
+    /* A message as JSON (content parts). */
+    {
+        const char *msg = "{\"role\": \"user\", \"content\": \"Hi there\"}";
+        OK(ember_chat_add_message_json(ch, msg, strlen(msg)));
+        OK(ember_chat_render(ch, false, buf, sizeof buf, &needed));
+        CHECK(strstr(buf, "<|im_start|>user\nHi there<|im_end|>") != NULL);
+    }
+    ember_chat_free(ch);
+
+    /* A template given by the caller, with a pinned date. */
+    chp.chat_template = "{{ strftime_now('%d %b %Y') }}|{% for m in messages %}{{ m.role }}:"
+                        "{{ m.content }};{% endfor %}{% if add_generation_prompt %}A:{% endif %}";
+    chp.pin_now = true;
+    chp.now_unix = 1741356309; /* 2025-03-07 14:05:09 UTC */
+    OK(ember_chat_new(m, &cp, &chp, &ch));
+    OK(ember_chat_get_info(ch, &info));
+    CHECK(info.template_origin == EMBER_TEMPLATE_GIVEN);
+    OK(ember_chat_add_message(ch, "user", "x", 1));
+    OK(ember_chat_render(ch, true, buf, sizeof buf, &needed));
+    CHECK(strcmp(buf, "07 Mar 2025|user:x;A:") == 0);
+    ember_chat_free(ch);
+    ember_sampler_free(s);
+}
+
 int main(int argc, char **argv) {
     ember_model *m = NULL;
     ember_model_params p;
@@ -547,6 +632,7 @@ int main(int argc, char **argv) {
     samplers(m);
     states(m);
     abort_from_another_thread(m);
+    chat(m);
     ember_model_free(m);
     return report("api");
 }

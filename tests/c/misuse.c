@@ -679,6 +679,162 @@ static void model_freed_first(void) {
     ember_context_free(c);
 }
 
+struct chat_reentry {
+    ember_chat *chat;
+    ember_sampler *sampler;
+    int pieces;
+    ember_status add_status, generate_status, render_status, abort_status;
+    char free_error[256];
+};
+
+static bool chat_reentrant_piece(const char *piece, size_t len, void *user) {
+    struct chat_reentry *r = user;
+    size_t needed = 0;
+    (void)piece;
+    (void)len;
+    r->pieces++;
+    r->add_status = ember_chat_add_message(r->chat, "user", "x", 1);
+    r->generate_status = ember_chat_generate(r->chat, r->sampler, NULL, noop_piece, NULL, NULL);
+    r->render_status = ember_chat_render(r->chat, true, NULL, 0, &needed);
+    ember_chat_free(r->chat); /* refused: in use */
+    snprintf(r->free_error, sizeof r->free_error, "%s", ember_last_error());
+    r->abort_status = ember_chat_abort(r->chat);
+    return true; /* the abort stops it */
+}
+
+static void chats(const ember_model *m) {
+    ember_chat *ch = NULL;
+    ember_chat_params chp;
+    ember_context_params cp;
+    ember_sampler *s = NULL;
+    ember_sampler_params sp;
+    ember_generate_params gp;
+    ember_chat_result res;
+    ember_chat_info info;
+    struct chat_reentry r;
+    char buf[64];
+    size_t needed = 7;
+    const char *msg;
+
+    OK(ember_chat_params_default(&chp, sizeof chp));
+    EXPECT(ember_chat_params_default(NULL, sizeof chp), EMBER_ERR_NULL_ARGUMENT);
+    EXPECT(ember_chat_params_default(&chp, 3), EMBER_ERR_INVALID_ARGUMENT);
+    OK(ember_context_params_default(&cp, sizeof cp));
+    cp.n_ctx = 256;
+    EXPECT(ember_chat_new(NULL, &cp, &chp, &ch), EMBER_ERR_NULL_ARGUMENT);
+    EXPECT(ember_chat_new(m, &cp, &chp, NULL), EMBER_ERR_NULL_ARGUMENT);
+    CHECK(ch == NULL);
+    /* Bad templates: the template's own message and line. */
+    chp.chat_template = "{% for m in messages %}\n{{ m.content }\n{% endfor %}";
+    EXPECT(ember_chat_new(m, &cp, &chp, &ch), EMBER_ERR_TEMPLATE);
+    CHECK(strstr(ember_last_error(), "syntax error") && strstr(ember_last_error(), "line 2"));
+    CHECK(ch == NULL);
+    chp.chat_template = "\xff{{ x }}";
+    EXPECT(ember_chat_new(m, &cp, &chp, &ch), EMBER_ERR_INVALID_UTF8);
+    /* An unknown filter is found when the template renders. */
+    chp.chat_template = "ok\n{{ messages | no_such_filter }}";
+    OK(ember_chat_new(m, &cp, &chp, &ch));
+    EXPECT(ember_chat_render(ch, true, buf, sizeof buf, &needed), EMBER_ERR_TEMPLATE);
+    CHECK(strstr(ember_last_error(), "unknown filter") && strstr(ember_last_error(), "line 2"));
+    ember_chat_free(ch);
+    ch = NULL;
+    chp.chat_template = NULL;
+    chp.tools_json = "[{\"type\": ";
+    EXPECT(ember_chat_new(m, &cp, &chp, &ch), EMBER_ERR_INVALID_ARGUMENT);
+    chp.tools_json = "{}";
+    EXPECT(ember_chat_new(m, &cp, &chp, &ch), EMBER_ERR_INVALID_ARGUMENT);
+    chp.tools_json = NULL;
+    chp.template_vars_json = "[1]";
+    EXPECT(ember_chat_new(m, &cp, &chp, &ch), EMBER_ERR_INVALID_ARGUMENT);
+    chp.template_vars_json = NULL;
+    chp.struct_size = 2;
+    EXPECT(ember_chat_new(m, &cp, &chp, &ch), EMBER_ERR_INVALID_ARGUMENT);
+    chp.struct_size = sizeof chp;
+    /* A template that raises, checked when it renders. */
+    chp.chat_template = "{% if messages[0].role != 'system' %}\n"
+                        "{{ raise_exception('System role first, please') }}{% endif %}";
+    OK(ember_chat_new(m, &cp, &chp, &ch));
+    OK(ember_chat_add_message(ch, "user", "hi", 2));
+    EXPECT(ember_chat_render(ch, true, buf, sizeof buf, &needed), EMBER_ERR_TEMPLATE);
+    CHECK(strstr(ember_last_error(), "System role first, please") &&
+          strstr(ember_last_error(), "line 2"));
+    CHECK(needed == 0);
+    ember_chat_free(ch);
+    /* A template that never ends fails within its fuel. */
+    chp.chat_template = "{% for i in range(100000) %}{% for j in range(100000) %}"
+                        "{% endfor %}{% endfor %}";
+    OK(ember_chat_new(m, &cp, &chp, &ch));
+    EXPECT(ember_chat_render(ch, true, buf, sizeof buf, &needed), EMBER_ERR_TEMPLATE);
+    CHECK(strstr(ember_last_error(), "fuel") != NULL);
+    ember_chat_free(ch);
+    ch = NULL;
+    chp.chat_template = NULL;
+
+    OK(ember_chat_new(m, NULL, NULL, &ch));
+    ember_chat_free(ch);
+    OK(ember_chat_new(m, &cp, &chp, &ch));
+    REQUIRE(ch != NULL);
+    OK(ember_sampler_params_default(&sp, sizeof sp));
+    sp.temperature = 0.0f;
+    OK(ember_sampler_new(m, &sp, &s));
+    OK(ember_generate_params_default(&gp, sizeof gp));
+    gp.max_tokens = 4;
+    memset(&res, 0, sizeof res);
+    res.struct_size = sizeof res;
+
+    EXPECT(ember_chat_add_message(NULL, "user", "hi", 2), EMBER_ERR_NULL_ARGUMENT);
+    EXPECT(ember_chat_add_message(ch, NULL, "hi", 2), EMBER_ERR_NULL_ARGUMENT);
+    EXPECT(ember_chat_add_message(ch, "user", NULL, 2), EMBER_ERR_NULL_ARGUMENT);
+    EXPECT(ember_chat_add_message(ch, "", "hi", 2), EMBER_ERR_INVALID_ARGUMENT);
+    EXPECT(ember_chat_add_message(ch, "user", "\xff\xfe", 2), EMBER_ERR_INVALID_UTF8);
+    EXPECT(ember_chat_add_message(ch, "us\xc3", "hi", 2), EMBER_ERR_INVALID_UTF8);
+    EXPECT(ember_chat_add_message_json(ch, NULL, 3), EMBER_ERR_NULL_ARGUMENT);
+    msg = "{\"content\": \"no role\"}";
+    EXPECT(ember_chat_add_message_json(ch, msg, strlen(msg)), EMBER_ERR_INVALID_ARGUMENT);
+    msg = "[\"role\"]";
+    EXPECT(ember_chat_add_message_json(ch, msg, strlen(msg)), EMBER_ERR_INVALID_ARGUMENT);
+    EXPECT(ember_chat_add_message_json(ch, "{\"role\": \"u\xff\"}", 13), EMBER_ERR_INVALID_UTF8);
+    /* Nothing to reply to yet. */
+    EXPECT(ember_chat_generate(ch, s, &gp, noop_piece, NULL, &res), EMBER_ERR_INVALID_ARGUMENT);
+    OK(ember_chat_add_message(ch, "user", "Hi", 2));
+    EXPECT(ember_chat_generate(NULL, s, &gp, noop_piece, NULL, &res), EMBER_ERR_NULL_ARGUMENT);
+    EXPECT(ember_chat_generate(ch, NULL, &gp, noop_piece, NULL, &res), EMBER_ERR_NULL_ARGUMENT);
+    EXPECT(ember_chat_generate(ch, s, &gp, NULL, NULL, &res), EMBER_ERR_NULL_ARGUMENT);
+    res.struct_size = 0;
+    EXPECT(ember_chat_generate(ch, s, &gp, noop_piece, NULL, &res), EMBER_ERR_INVALID_ARGUMENT);
+    res.struct_size = sizeof res;
+    EXPECT(ember_chat_render(NULL, true, buf, sizeof buf, &needed), EMBER_ERR_NULL_ARGUMENT);
+    EXPECT(ember_chat_render(ch, true, buf, sizeof buf, NULL), EMBER_ERR_NULL_ARGUMENT);
+    EXPECT(ember_chat_render(ch, true, buf, 4, &needed), EMBER_ERR_BUFFER_TOO_SMALL);
+    CHECK(needed > 4);
+    OK(ember_chat_render(ch, true, NULL, 0, &needed));
+    EXPECT(ember_chat_message_json(ch, 5, buf, sizeof buf, &needed), EMBER_ERR_INVALID_ARGUMENT);
+    EXPECT(ember_chat_get_info(ch, NULL), EMBER_ERR_NULL_ARGUMENT);
+    memset(&info, 0, sizeof info);
+    EXPECT(ember_chat_get_info(ch, &info), EMBER_ERR_INVALID_ARGUMENT);
+    EXPECT(ember_chat_reset(NULL), EMBER_ERR_NULL_ARGUMENT);
+    EXPECT(ember_chat_abort(NULL), EMBER_ERR_NULL_ARGUMENT);
+
+    /* Re-entering the busy session from the piece callback is refused; abort works. */
+    memset(&r, 0, sizeof r);
+    r.chat = ch;
+    r.sampler = s;
+    gp.max_tokens = 16;
+    EXPECT(ember_chat_generate(ch, s, &gp, chat_reentrant_piece, &r, &res), EMBER_ERR_ABORTED);
+    CHECK(r.pieces >= 1);
+    CHECK(r.add_status == EMBER_ERR_BUSY && r.generate_status == EMBER_ERR_BUSY);
+    CHECK(r.render_status == EMBER_ERR_BUSY && r.abort_status == EMBER_OK);
+    CHECK(strstr(r.free_error, "in use") != NULL);
+    /* Usable afterwards: the partial reply is the last message. */
+    info.struct_size = sizeof info;
+    OK(ember_chat_get_info(ch, &info));
+    CHECK(info.n_messages == 2);
+    OK(ember_chat_generate(ch, s, &gp, noop_piece, NULL, NULL));
+    ember_chat_free(ch);
+    ember_chat_free(NULL);
+    ember_sampler_free(s);
+}
+
 int main(int argc, char **argv) {
     ember_model *m = NULL;
     if (argc != 3) {
@@ -702,6 +858,7 @@ int main(int argc, char **argv) {
         ember_context_free(c);
     }
     generation(m);
+    chats(m);
     states(m);
     ember_model_free(m);
     m = NULL;

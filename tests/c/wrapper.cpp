@@ -108,6 +108,32 @@ int main(int argc, char **argv) {
               moved.load_state(bad);
           }) == EMBER_ERR_INVALID_STATE);
 
+    // A chat session: two turns, the second reusing the first's cache.
+    {
+        ember::ContextParams cp;
+        cp.n_ctx = 512;
+        ember::Chat chat(model, cp);
+        CHECK(chat.info().template_origin == EMBER_TEMPLATE_MODEL);
+        chat.add_message("system", "Answer briefly.");
+        chat.add_message("user", "What is the capital of France?");
+        ember::GenerateParams cgp;
+        cgp.max_tokens = 16;
+        std::string reply;
+        ember::ChatResult c1 = chat.generate(sampler, cgp, [&](const std::string &piece) {
+            reply += piece;
+            return true;
+        });
+        CHECK(!reply.empty() && c1.prompt_reused == 0);
+        CHECK(chat.message_json(2).find("\"role\":\"assistant\"") != std::string::npos);
+        chat.add_message("user", "And of Italy?");
+        ember::ChatResult c2 = chat.generate(sampler, cgp, [](const std::string &) { return true; });
+        CHECK(c2.prompt_reused >= c1.prompt_tokens && c2.prompt_processed < c2.prompt_tokens);
+        CHECK(chat.render().find("<|im_start|>user\nAnd of Italy?<|im_end|>") != std::string::npos);
+        ember::ChatParams bad;
+        bad.chat_template_source = "{% if %}";
+        CHECK(status_of([&] { ember::Chat c(model, cp, bad); }) == EMBER_ERR_TEMPLATE);
+    }
+
     std::printf("wrapper: %d passed, %d failed\n", g_checks - g_failures, g_failures);
     return g_failures == 0 ? 0 : 1;
 }

@@ -199,3 +199,15 @@ pub fn rich_file(version: u32) -> Gguf {
     ))
     .tensor(Tensor::filled("t.q6_k", &[512], GgmlType::Q6_K, &mut byte))
 }
+
+/// Whether the chat tests that run a model go ahead. Under emulation (tools/test-all's
+/// aarch64 step sets EMBER_CHAT_MODEL_TESTS=0) they are skipped: they test the session
+/// logic, which is the same on every architecture, and would cost ~15 minutes per qemu
+/// CPU; the template tests still run there.
+pub fn chat_model_tests() -> bool {
+    let on = !matches!(std::env::var("EMBER_CHAT_MODEL_TESTS").as_deref(), Ok("0"));
+    if !on {
+        eprintln!("skipped: EMBER_CHAT_MODEL_TESTS=0");
+    }
+    on
+}
