@@ -124,6 +124,23 @@ const val EMBER_STOP_STRING: Int = 3
 const val EMBER_STOP_CALLBACK: Int = 4
 
 /**
+ * `ember_chat_info.template_origin`: the model file's own template
+ * (`tokenizer.chat_template`).
+ */
+const val EMBER_TEMPLATE_MODEL: Int = 0
+
+/**
+ * The template given in `ember_chat_params.chat_template`.
+ */
+const val EMBER_TEMPLATE_GIVEN: Int = 1
+
+/**
+ * The file has no template: a built-in one chosen for its architecture
+ * (`ember_chat_info.builtin_template` names it).
+ */
+const val EMBER_TEMPLATE_BUILTIN: Int = 2
+
+/**
  * What a function did. Every function that can fail returns one; on anything but
  * `EMBER_OK`, `ember_last_error()` says what was wrong. The numbers are fixed: a code is
  * never renumbered, and a retired code is never reused for another meaning.
@@ -245,6 +262,17 @@ const val EMBER_ERR_TEMPLATE: Int = 15
 const val EMBER_ERR_PANIC: Int = 16
 
 typealias ember_status = Int
+
+/**
+ * A conversation with a model: its messages, rendered with the model's Jinja chat
+ * template (sandboxed and bounded), and its own context, whose KV cache is kept from turn
+ * to turn so each reply processes only the new text. Not thread-safe, like a context
+ * (concurrent or re-entrant use gets `EMBER_ERR_BUSY`), except `ember_chat_abort()`.
+ */
+class ember_chat : PointerType {
+    constructor() : super()
+    constructor(p: Pointer?) : super(p)
+}
 
 /**
  * One conversation with a model: the KV cache, scratch buffers, worker threads and
@@ -635,6 +663,141 @@ open class ember_generate_result : Structure {
     class ByReference : ember_generate_result(), Structure.ByReference
 
     class ByValue : ember_generate_result(), Structure.ByValue
+}
+
+/**
+ * How to make a chat session. Get one from `ember_chat_params_default()`.
+ */
+@Structure.FieldOrder("struct_size", "pin_now", "now_unix", "chat_template", "tools_json", "template_vars_json")
+open class ember_chat_params : Structure {
+    /**
+     * `sizeof(ember_chat_params)` as the caller compiled it.
+     */
+    @JvmField var struct_size: Int = 0
+    /**
+     * Pin the "now" of the template's `strftime_now()` to `now_unix` (default false:
+     * the clock).
+     */
+    @JvmField var pin_now: Byte = 0
+    /**
+     * Unix seconds, read as UTC, when `pin_now`.
+     */
+    @JvmField var now_unix: Long = 0L
+    /**
+     * A Jinja chat template (NUL-terminated UTF-8) to use instead of the model's;
+     * NULL (default): the model's own, or a built-in for its architecture when the file
+     * has none. Copied.
+     */
+    @JvmField var chat_template: Pointer? = null
+    /**
+     * Tools the template describes to the model: a JSON array of tool schemas
+     * (NUL-terminated), or NULL (default) for none. Copied.
+     */
+    @JvmField var tools_json: Pointer? = null
+    /**
+     * More template variables, as a JSON object (`{"enable_thinking": false}`), or NULL
+     * (default). Copied.
+     */
+    @JvmField var template_vars_json: Pointer? = null
+
+    constructor() : super()
+    constructor(p: Pointer?) : super(p) {
+        read()
+    }
+
+    class ByReference : ember_chat_params(), Structure.ByReference
+
+    class ByValue : ember_chat_params(), Structure.ByValue
+}
+
+/**
+ * What one reply did. Set `struct_size = sizeof(ember_chat_result)` and pass it to
+ * `ember_chat_generate()`.
+ */
+@Structure.FieldOrder("struct_size", "stop_reason", "prompt_tokens", "prompt_reused", "prompt_processed", "generated_tokens", "dropped_messages", "prompt_ms", "generate_ms")
+open class ember_chat_result : Structure {
+    @JvmField var struct_size: Int = 0
+    /**
+     * One of `EMBER_STOP_*`.
+     */
+    @JvmField var stop_reason: Int = 0
+    /**
+     * Tokens of the whole rendered conversation.
+     */
+    @JvmField var prompt_tokens: Int = 0
+    /**
+     * Of those, tokens already in the cache from earlier turns (not processed again).
+     */
+    @JvmField var prompt_reused: Int = 0
+    /**
+     * Tokens processed for this reply: `prompt_tokens - prompt_reused`.
+     */
+    @JvmField var prompt_processed: Int = 0
+    /**
+     * Tokens of the reply (not counting the end-of-turn token).
+     */
+    @JvmField var generated_tokens: Int = 0
+    /**
+     * Messages dropped from the start of the conversation (after the system messages)
+     * to make it fit the context.
+     */
+    @JvmField var dropped_messages: Int = 0
+    /**
+     * Milliseconds spent on the prompt.
+     */
+    @JvmField var prompt_ms: Double = 0.0
+    /**
+     * Milliseconds spent generating.
+     */
+    @JvmField var generate_ms: Double = 0.0
+
+    constructor() : super()
+    constructor(p: Pointer?) : super(p) {
+        read()
+    }
+
+    class ByReference : ember_chat_result(), Structure.ByReference
+
+    class ByValue : ember_chat_result(), Structure.ByValue
+}
+
+/**
+ * A session's state. Set `struct_size = sizeof(ember_chat_info)`, then call
+ * `ember_chat_get_info()`.
+ */
+@Structure.FieldOrder("struct_size", "template_origin", "n_messages", "n_past", "n_ctx", "builtin_template")
+open class ember_chat_info : Structure {
+    @JvmField var struct_size: Int = 0
+    /**
+     * One of `EMBER_TEMPLATE_*`.
+     */
+    @JvmField var template_origin: Int = 0
+    /**
+     * Messages in the conversation.
+     */
+    @JvmField var n_messages: Int = 0
+    /**
+     * Positions of the context filled.
+     */
+    @JvmField var n_past: Int = 0
+    /**
+     * Positions the context holds.
+     */
+    @JvmField var n_ctx: Int = 0
+    /**
+     * The name of the built-in template ("chatml", "gemma", "llama3") when
+     * `template_origin` is `EMBER_TEMPLATE_BUILTIN`, else NULL. Static storage.
+     */
+    @JvmField var builtin_template: Pointer? = null
+
+    constructor() : super()
+    constructor(p: Pointer?) : super(p) {
+        read()
+    }
+
+    class ByReference : ember_chat_info(), Structure.ByReference
+
+    class ByValue : ember_chat_info(), Structure.ByValue
 }
 
 /**
@@ -1070,6 +1233,145 @@ object EmberNative {
      */
     @JvmStatic
     external fun ember_generate(ctx: ember_context?, sampler: ember_sampler?, prompt: Pointer?, prompt_len: SizeT, params: ember_generate_params?, on_piece: ember_piece_fn?, user_data: Pointer?, result: ember_generate_result?): ember_status
+
+    /**
+     * Writes the default chat params into `*params`, a struct of `struct_size` bytes (pass
+     * `sizeof(ember_chat_params)`). Thread-safe.
+     *
+     * # Safety
+     * `params` is NULL or points to `struct_size` writable bytes.
+     */
+    @JvmStatic
+    external fun ember_chat_params_default(params: ember_chat_params?, struct_size: SizeT): ember_status
+
+    /**
+     * Makes a chat session with `model`: a context made with `ctx_params` (NULL for the
+     * defaults) and the chat template `params` says (NULL for the defaults: the model's
+     * own). A template that does not compile fails with `EMBER_ERR_TEMPLATE`, its message
+     * and line in `ember_last_error()`; bad JSON in `params` with
+     * `EMBER_ERR_INVALID_ARGUMENT`. On success `*out` is a new session the caller frees with
+     * `ember_chat_free()`; it keeps the model alive. Thread-safe with respect to the model.
+     *
+     * # Safety
+     * `model` is NULL or live; `ctx_params` and `params` are NULL or valid params structs;
+     * `out` is NULL or writable.
+     */
+    @JvmStatic
+    external fun ember_chat_new(model: ember_model?, ctx_params: ember_context_params?, params: ember_chat_params?, out: PointerByReference?): ember_status
+
+    /**
+     * Frees a chat session and its context. NULL does nothing. A session in use (by a call
+     * on another thread, or from inside its own callback) is not freed: the call does nothing
+     * and `ember_last_error()` says why.
+     *
+     * # Safety
+     * `chat` is NULL or a live chat handle, not used again after a successful free.
+     */
+    @JvmStatic
+    external fun ember_chat_free(chat: ember_chat?)
+
+    /**
+     * Appends a message: `role` ("system", "user", "assistant", "tool"...) NUL-terminated,
+     * `content` as `content_len` bytes of UTF-8 (NULL allowed when 0). Both are copied. Not
+     * thread-safe.
+     *
+     * # Safety
+     * `chat` is NULL or live; `role` is NULL or NUL-terminated; `content` is NULL or has
+     * `content_len` readable bytes.
+     */
+    @JvmStatic
+    external fun ember_chat_add_message(chat: ember_chat?, role: Pointer?, content: Pointer?, content_len: SizeT): ember_status
+
+    /**
+     * Appends a message given as a JSON object of `json_len` bytes, for what a role and a
+     * text cannot say: content as a list of parts, an assistant's `tool_calls`, a tool
+     * result's `tool_call_id`. It needs a string "role"; the template sees every field.
+     * Copied. Not thread-safe.
+     *
+     * # Safety
+     * `chat` is NULL or live; `json` is NULL or has `json_len` readable bytes.
+     */
+    @JvmStatic
+    external fun ember_chat_add_message_json(chat: ember_chat?, json: Pointer?, json_len: SizeT): ember_status
+
+    /**
+     * Generates the assistant's reply to the conversation, streams it to `on_piece` in whole
+     * UTF-8 characters (as `ember_generate()` does) and appends it to the messages. The
+     * conversation is rendered with the template; only the tokens after what the context
+     * already holds are processed. When it does not fit, the oldest turns are dropped (system
+     * messages stay) until it does, with room for the reply. The reply ends at the model's
+     * end-of-turn token, `max_tokens`, a stop string, or when `on_piece` returns false.
+     * `params` (NULL for the defaults) is an ember_generate_params: `max_tokens`,
+     * `stop`/`n_stop` and `render_special` apply; `add_special`, `parse_special`,
+     * `context_shift` and `n_keep` are ignored (the session manages the context). `result`
+     * may be NULL. Errors: `EMBER_ERR_TEMPLATE` (the template failed: its message and line),
+     * `EMBER_ERR_ABORTED` after `ember_chat_abort()` (the text streamed so far is kept as the
+     * reply), `EMBER_ERR_CONTEXT_FULL` when even the last message alone does not fit, and
+     * those of `ember_decode()`. Not thread-safe for `chat` and `sampler`.
+     *
+     * # Safety
+     * `chat` and `sampler` are NULL or live; `params` is NULL or a valid params struct whose
+     * `stop` holds `n_stop` NUL-terminated strings; `result` is NULL or points to
+     * `result->struct_size` bytes.
+     */
+    @JvmStatic
+    external fun ember_chat_generate(chat: ember_chat?, sampler: ember_sampler?, params: ember_generate_params?, on_piece: ember_piece_fn?, user_data: Pointer?, result: ember_chat_result?): ember_status
+
+    /**
+     * Starts a new conversation with the same system messages: every other message is
+     * forgotten. The context keeps what it can reuse (the system prompt). Not thread-safe.
+     *
+     * # Safety
+     * `chat` is NULL or live.
+     */
+    @JvmStatic
+    external fun ember_chat_reset(chat: ember_chat?): ember_status
+
+    /**
+     * Asks a running `ember_chat_generate()` to stop: it returns `EMBER_ERR_ABORTED` within
+     * one layer, with the text streamed so far kept as the reply. Thread-safe: any thread,
+     * or the piece callback. A request made while nothing runs is dropped when the next
+     * reply starts.
+     *
+     * # Safety
+     * `chat` is NULL or live (not being freed concurrently).
+     */
+    @JvmStatic
+    external fun ember_chat_abort(chat: ember_chat?): ember_status
+
+    /**
+     * Renders the conversation with the template into `buf` (NUL-terminated; see the
+     * buffer rules), ending with the header of an assistant turn when
+     * `add_generation_prompt`: the exact prompt a reply would be generated from.
+     * `EMBER_ERR_TEMPLATE` when the template fails. Not thread-safe.
+     *
+     * # Safety
+     * `chat` is NULL or live; `buf` is NULL or has `capacity` writable bytes; `needed` is
+     * NULL or writable.
+     */
+    @JvmStatic
+    external fun ember_chat_render(chat: ember_chat?, add_generation_prompt: Boolean, buf: Pointer?, capacity: SizeT, needed: Pointer?): ember_status
+
+    /**
+     * Message `index` (0 = the first) as a JSON object, e.g. `{"role": "assistant",
+     * "content": "..."}`, into `buf` (NUL-terminated; see the buffer rules).
+     * `EMBER_ERR_INVALID_ARGUMENT` when there is no such message. Not thread-safe.
+     *
+     * # Safety
+     * `chat` is NULL or live; `buf` is NULL or has `capacity` writable bytes; `needed` is
+     * NULL or writable.
+     */
+    @JvmStatic
+    external fun ember_chat_message_json(chat: ember_chat?, index: SizeT, buf: Pointer?, capacity: SizeT, needed: Pointer?): ember_status
+
+    /**
+     * Fills `*info` (whose `struct_size` the caller set). Not thread-safe.
+     *
+     * # Safety
+     * `chat` is NULL or live; `info` is NULL or points to `info->struct_size` bytes.
+     */
+    @JvmStatic
+    external fun ember_chat_get_info(chat: ember_chat?, info: ember_chat_info?): ember_status
 
     /**
      * The bytes `ember_state_save()` needs for the context as it is now, in `*size`.
