@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 mod bench;
 mod inspect;
 mod perplexity;
+mod quantize;
 mod run;
 mod sys;
 mod tokenize;
@@ -34,6 +35,8 @@ enum Command {
     Perplexity(perplexity::Args),
     /// Prompt and generation speed, measured as llama-bench does.
     Bench(bench::Args),
+    /// Requantize a model's weight matrices to IQ4_NL or IQ4_XS, as llama-quantize does.
+    Quantize(quantize::Args),
 }
 
 fn main() -> ExitCode {
@@ -44,6 +47,7 @@ fn main() -> ExitCode {
         Command::Run(a) => run::run(a),
         Command::Perplexity(a) => perplexity::run(a),
         Command::Bench(a) => bench::run(a),
+        Command::Quantize(a) => quantize::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
