@@ -1,5 +1,6 @@
-//! ember's forward pass against llama.cpp's on both real models, through committed
-//! fixtures (tests/fixtures/model, made by tools/make-model-fixtures from the reference).
+//! ember's forward pass against llama.cpp's on both real models (and SmolLM2 requantized to
+//! IQ4_NL and IQ4_XS), through committed fixtures (tests/fixtures/model, made by
+//! tools/make-model-fixtures from the reference).
 //!
 //! What can be asked of two engines that quantize activations to 8 bits before every
 //! matrix product: the fixture's `self_check` records llama.cpp against itself (one batch
@@ -199,4 +200,37 @@ fn smollm2_perplexity() {
 #[test]
 fn gemma3_perplexity() {
     ppl("gemma3");
+}
+
+// SmolLM2 requantized to IQ4_NL and IQ4_XS by tools/fetch-models (`ember quantize`, the
+// same tensors llama-quantize writes; see the fixtures' model.requantized).
+
+#[test]
+fn smollm2_iq4_nl_teacher_forced() {
+    teacher_forced("smollm2-iq4_nl");
+}
+
+#[test]
+fn smollm2_iq4_xs_teacher_forced() {
+    teacher_forced("smollm2-iq4_xs");
+}
+
+#[test]
+fn smollm2_iq4_nl_greedy() {
+    greedy("smollm2-iq4_nl");
+}
+
+#[test]
+fn smollm2_iq4_xs_greedy() {
+    greedy("smollm2-iq4_xs");
+}
+
+#[test]
+fn smollm2_iq4_nl_perplexity() {
+    ppl("smollm2-iq4_nl");
+}
+
+#[test]
+fn smollm2_iq4_xs_perplexity() {
+    ppl("smollm2-iq4_xs");
 }
