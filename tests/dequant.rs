@@ -1,11 +1,13 @@
 //! ember's scalar dequantization and activation quantization against the `gguf` Python
 //! package, through fixtures made by tools/make-dequant-fixtures (rows of every tensor type
-//! in both test models, and synthetic blocks for every type ember dequantizes).
+//! in both test models and in SmolLM2 requantized to IQ4_NL and IQ4_XS, and synthetic
+//! blocks for every type ember dequantizes).
 //!
 //! The comparison is bit for bit for every type, and no 1-ulp tolerance is needed anywhere:
 //! in these formats every product is exact in f32 (an f16 scale has 11 significant bits,
 //! the sub-block scales and quants at most 8 and 6, and Q6_K's d * scale * q, the widest
-//! at 25 bits, is one rounding of the exact product whichever way it is grouped), so each
+//! at 25 bits, is one rounding of the exact product whichever way it is grouped; IQ4_XS's
+//! d * scale * value needs at most 11 + 6 + 7 bits), so each
 //! value is a single rounding of the exact result. Operation order and fused multiply-add,
 //! where numpy, ggml's C and ember could differ, cannot change a bit.
 
@@ -13,9 +15,9 @@ use std::path::PathBuf;
 
 use bytemuck::Zeroable;
 use ember::quant::{
-    dequantize_row, quantize_row_q8_0, quantize_row_q8_1, quantize_row_q8_k, BlockQ2K, BlockQ3K,
-    BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5K, BlockQ5_0, BlockQ5_1, BlockQ6K, BlockQ8K, BlockQ8_0,
-    BlockQ8_1, QK, QK_K,
+    dequantize_row, quantize_row_q8_0, quantize_row_q8_1, quantize_row_q8_k, BlockIQ4NL,
+    BlockIQ4XS, BlockQ2K, BlockQ3K, BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5K, BlockQ5_0, BlockQ5_1,
+    BlockQ6K, BlockQ8K, BlockQ8_0, BlockQ8_1, QK, QK_K,
 };
 use ember::GgmlType;
 use half::f16;
@@ -25,7 +27,7 @@ mod common;
 use common::Rng;
 
 /// Every type ember dequantizes; each has a fixture.
-const SUPPORTED: [GgmlType; 13] = [
+const SUPPORTED: [GgmlType; 15] = [
     GgmlType::F32,
     GgmlType::F16,
     GgmlType::BF16,
@@ -39,6 +41,8 @@ const SUPPORTED: [GgmlType; 13] = [
     GgmlType::Q4_K,
     GgmlType::Q5_K,
     GgmlType::Q6_K,
+    GgmlType::IQ4_NL,
+    GgmlType::IQ4_XS,
 ];
 
 fn fixture(name: &str) -> Value {
@@ -102,8 +106,13 @@ fn dequantization_matches_gguf_py_bit_for_bit() {
     // Every tensor type of both models is covered by rows of the model itself.
     let smol = "SmolLM2-135M-Instruct.Q4_1.gguf";
     let gemma = "gemma-3-270m-q4_k_m.gguf";
+    let smol_nl = "SmolLM2-135M-Instruct.IQ4_NL.gguf";
+    let smol_xs = "SmolLM2-135M-Instruct.IQ4_XS.gguf";
     use GgmlType::*;
     for (model, ty) in [
+        (smol_nl, IQ4_NL),
+        (smol_xs, IQ4_NL),
+        (smol_xs, IQ4_XS),
         (smol, F32),
         (smol, Q4_1),
         (smol, Q8_0),
@@ -156,6 +165,8 @@ fn block_geometry_matches_gguf_py() {
         (Q5_K, size_of::<BlockQ5K>()),
         (Q6_K, size_of::<BlockQ6K>()),
         (Q8_K, size_of::<BlockQ8K>()),
+        (IQ4_NL, size_of::<BlockIQ4NL>()),
+        (IQ4_XS, size_of::<BlockIQ4XS>()),
     ] {
         assert_eq!(ty.type_size(), size, "{ty}");
     }

@@ -8,6 +8,7 @@ mod bench;
 mod chat;
 mod inspect;
 mod perplexity;
+mod quantize;
 mod run;
 mod sampling_args;
 mod sys;
@@ -41,6 +42,8 @@ enum Command {
     Perplexity(perplexity::Args),
     /// Prompt and generation speed, measured as llama-bench does.
     Bench(bench::Args),
+    /// Requantize a model's weight matrices to IQ4_NL or IQ4_XS, as llama-quantize does.
+    Quantize(quantize::Args),
 }
 
 fn main() -> ExitCode {
@@ -53,6 +56,7 @@ fn main() -> ExitCode {
         Command::Template(a) => template::run(a),
         Command::Perplexity(a) => perplexity::run(a),
         Command::Bench(a) => bench::run(a),
+        Command::Quantize(a) => quantize::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -14,13 +14,13 @@
 //!   instruction (`lanes = tokens`), never reducing horizontally. Tokens left over after
 //!   the last whole group use the single-token layout.
 //!
-//! Q8 (32-element blocks, for Q4_0 Q4_1 Q5_0 Q5_1 Q8_0), per token, `nb = k / 32`:
+//! Q8 (32-element blocks, for Q4_0 Q4_1 Q5_0 Q5_1 Q8_0 IQ4_NL), per token, `nb = k / 32`:
 //!   `[(d: f32, s: f32); nb]` then `[q: i8; k]`                         = 40 bytes per block
 //! Q8 group of 4 tokens:
 //!   `[(d: [f32; 4], s: [f32; 4]); nb]` then per block 128 bytes of quants: 8 chunks of
 //!   16 bytes, chunk `c` holding element group `g = PERM[c]` (elements `4g..4g+4`) of
 //!   tokens 0..4 in turn                                               = 4 × 40 bytes per block
-//! Q8K (256-element blocks, for the k-quants), per token, `nb = k / 256`:
+//! Q8K (256-element blocks, for the k-quants and IQ4_XS), per token, `nb = k / 256`:
 //!   `[d: f32; nb]`, `[bsum: i16; 16 * nb]` (sums of 16 quants), `[q: i8; k]` = 292 bytes per block
 //! Q8K group of 4 tokens:
 //!   `[d: [f32; 4]; nb]`, then per block 128 bytes of sums ordered `[pair i: 8][token: 4][2]`

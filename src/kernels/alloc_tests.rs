@@ -75,6 +75,8 @@ fn matmul_and_pool_do_not_allocate() {
         (GgmlType::Q6_K, 64, 1024),
         (GgmlType::Q5_0, 96, 640),
         (GgmlType::F16, 40, 96),
+        (GgmlType::IQ4_NL, 100, 576),
+        (GgmlType::IQ4_XS, 70, 512),
     ];
     let weights: Vec<Vec<u8>> = shapes
         .iter()

@@ -39,12 +39,12 @@ use act::GROUP;
 pub enum ActFormat {
     /// Plain f32 (for F32/F16/BF16 weights).
     F32,
-    /// 32-element blocks (for Q4_0, Q5_0, Q8_0).
+    /// 32-element blocks (for Q4_0, Q5_0, Q8_0, IQ4_NL).
     Q8_0,
     /// 32-element blocks with their sums, for weight types with a minimum (Q4_1, Q5_1).
     /// Same layout as `Q8_0` in ember: every 32-block carries its sum.
     Q8_1,
-    /// 256-element blocks with sums of 16 for the k-quants.
+    /// 256-element blocks with sums of 16 for the k-quants and IQ4_XS.
     Q8K,
 }
 
@@ -54,9 +54,10 @@ impl ActFormat {
         use GgmlType::*;
         Ok(match ty {
             F32 | F16 | BF16 => ActFormat::F32,
-            Q4_0 | Q5_0 | Q8_0 => ActFormat::Q8_0,
+            // IQ4_NL and IQ4_XS pair with Q8_0 and Q8_K as in llama.cpp.
+            Q4_0 | Q5_0 | Q8_0 | IQ4_NL => ActFormat::Q8_0,
             Q4_1 | Q5_1 => ActFormat::Q8_1,
-            Q2_K | Q3_K | Q4_K | Q5_K | Q6_K => ActFormat::Q8K,
+            Q2_K | Q3_K | Q4_K | Q5_K | Q6_K | IQ4_XS => ActFormat::Q8K,
             other => {
                 return Err(Error::Unsupported(format!(
                     "matrix products with {other} weights"
@@ -143,6 +144,8 @@ pub(crate) const SCALAR_MATS: [Option<MatFns>; N_TYPES] = {
     m[GgmlType::Q4_K as usize] = scalar_mat!(Q4_K);
     m[GgmlType::Q5_K as usize] = scalar_mat!(Q5_K);
     m[GgmlType::Q6_K as usize] = scalar_mat!(Q6_K);
+    m[GgmlType::IQ4_NL as usize] = scalar_mat!(IQ4_NL);
+    m[GgmlType::IQ4_XS as usize] = scalar_mat!(IQ4_XS);
     m
 };
 

@@ -128,6 +128,21 @@ pub fn dot_q8_0(w: &[u8], a: &Q8View) -> f32 {
     sum
 }
 
+pub fn dot_iq4_nl(w: &[u8], a: &Q8View) -> f32 {
+    let mut sum = 0.0f32;
+    for (b, x) in blocks::<BlockIQ4NL>(w).enumerate() {
+        let yq = a.qs(b);
+        let mut s = 0i32;
+        for j in 0..QK / 2 {
+            let v0 = KVALUES_IQ4NL[(x.qs[j] & 0xF) as usize] as i32;
+            let v1 = KVALUES_IQ4NL[(x.qs[j] >> 4) as usize] as i32;
+            s += v0 * yq[j] as i32 + v1 * yq[j + QK / 2] as i32;
+        }
+        sum += s as f32 * (x.d.to_f32() * a.d(b));
+    }
+    sum
+}
+
 /// Sum of q[e] * y[e] over a group of elements.
 #[inline(always)]
 fn isum(q: &[i8], y: &[i8]) -> i32 {
@@ -258,6 +273,26 @@ pub fn dot_q6_k(w: &[u8], a: &Q8KView) -> f32 {
     sum
 }
 
+pub fn dot_iq4_xs(w: &[u8], a: &Q8KView) -> f32 {
+    let mut sum = 0.0f32;
+    let mut q = [0i8; QK];
+    for (b, x) in blocks::<BlockIQ4XS>(w).enumerate() {
+        let (yd, yq) = (a.d(b), a.qs(b));
+        let scales = iq4xs_scales(x.scales_h, x.scales_l);
+        let mut s = 0i32;
+        for (ib, &ls) in scales.iter().enumerate() {
+            for j in 0..QK / 2 {
+                let byte = x.qs[ib * QK / 2 + j];
+                q[j] = KVALUES_IQ4NL[(byte & 0xF) as usize];
+                q[j + QK / 2] = KVALUES_IQ4NL[(byte >> 4) as usize];
+            }
+            s += ls as i32 * isum(&q, &yq[ib * QK..(ib + 1) * QK]);
+        }
+        sum += x.d.to_f32() * yd * s as f32;
+    }
+    sum
+}
+
 /// Dot product of a row of f32/f16/bf16 weights with f32 activations given as bytes.
 fn dot_float(ty: GgmlType, w: &[u8], x: &[u8]) -> f32 {
     let mut sum = 0.0f32;
@@ -311,6 +346,8 @@ pub fn dot(ty: GgmlType, w: &[u8], act: &[u8], k: usize, t: Option<usize>) -> f3
         Q4_K => dot_q4_k(w, &q8k()),
         Q5_K => dot_q5_k(w, &q8k()),
         Q6_K => dot_q6_k(w, &q8k()),
+        IQ4_NL => dot_iq4_nl(w, &q8()),
+        IQ4_XS => dot_iq4_xs(w, &q8k()),
         _ => 0.0,
     }
 }

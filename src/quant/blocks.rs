@@ -111,6 +111,34 @@ pub struct BlockQ6K {
     pub d: f16,
 }
 
+/// The 16 values of the non-linear 4-bit grid shared by IQ4_NL and IQ4_XS (ggml's
+/// `kvalues_iq4nl`): a 4-bit index selects one, scaled by the block's `d`.
+pub const KVALUES_IQ4NL: [i8; 16] = [
+    -127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113,
+];
+
+/// 32 weights as 4-bit indices into [`KVALUES_IQ4NL`], one f16 scale:
+/// w = d * KVALUES_IQ4NL[q]. Low nibbles are elements 0..16, high nibbles 16..32.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+pub struct BlockIQ4NL {
+    pub d: f16,
+    pub qs: [u8; QK / 2],
+}
+
+/// 256 weights as 4-bit indices into [`KVALUES_IQ4NL`] in 8 groups of 32, each with a
+/// 6-bit scale (low 4 bits in `scales_l`, high 2 in `scales_h`, biased by 32):
+/// w = d * (ls - 32) * KVALUES_IQ4NL[q]. Each group's 16 bytes of `qs` are laid out as an
+/// IQ4_NL block's.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+pub struct BlockIQ4XS {
+    pub d: f16,
+    pub scales_h: u16,
+    pub scales_l: [u8; QK_K / 64],
+    pub qs: [u8; QK_K / 2],
+}
+
 /// 256 activations at 8 bits with an f32 scale and per-16 sums, for k-quant dot products.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Pod, Zeroable)]
@@ -153,6 +181,9 @@ const _: () = {
     assert!(size_of::<BlockQ5K>() == 176);
     assert!(size_of::<BlockQ6K>() == 210);
     assert!(size_of::<BlockQ8K>() == 292);
+    assert!(size_of::<BlockIQ4NL>() == 18);
+    assert!(size_of::<BlockIQ4XS>() == 136);
+    assert!(align_of::<BlockIQ4XS>() == 2);
     assert!(align_of::<BlockQ4_0>() == 2);
     assert!(align_of::<BlockQ8K>() == 4);
 };
@@ -189,6 +220,19 @@ pub fn q3k_scales(scales: &[u8; 12]) -> [i8; 16] {
         for (k, b) in a.to_le_bytes().iter().enumerate() {
             out[i * 4 + k] = *b as i8;
         }
+    }
+    out
+}
+
+/// The eight IQ4_XS group scales, unbiased (-32..31), from a block's `scales_h` and
+/// `scales_l`. Every kernel set unpacks the scales through this one function.
+#[inline(always)]
+pub fn iq4xs_scales(scales_h: u16, scales_l: [u8; 4]) -> [i8; 8] {
+    let mut out = [0i8; 8];
+    for (ib, o) in out.iter_mut().enumerate() {
+        let lo = (scales_l[ib / 2] >> (4 * (ib % 2))) & 0xF;
+        let hi = ((scales_h >> (2 * ib)) & 3) as u8;
+        *o = (lo | (hi << 4)) as i8 - 32;
     }
     out
 }

@@ -5,7 +5,7 @@ use bytemuck::{pod_read_unaligned, Pod};
 use half::{bf16, f16};
 
 use super::blocks::*;
-use super::types::GgmlType;
+use super::types::{GgmlType, QK};
 use crate::error::{Error, Result};
 
 fn blocks<B: Pod>(bytes: &[u8]) -> impl Iterator<Item = B> + '_ {
@@ -64,6 +64,8 @@ pub fn dequantize_row(ty: GgmlType, bytes: &[u8], out: &mut [f32]) -> Result<()>
         GgmlType::Q5_K => each(bytes, out, dequant_q5_k),
         GgmlType::Q6_K => each(bytes, out, dequant_q6_k),
         GgmlType::Q8_K => each(bytes, out, dequant_q8_k),
+        GgmlType::IQ4_NL => each(bytes, out, dequant_iq4_nl),
+        GgmlType::IQ4_XS => each(bytes, out, dequant_iq4_xs),
         other => {
             return Err(Error::Unsupported(format!(
                 "dequantizing tensor type {other}"
@@ -248,5 +250,27 @@ pub fn dequant_q6_k(b: &BlockQ6K, y: &mut [f32]) {
 pub fn dequant_q8_k(b: &BlockQ8K, y: &mut [f32]) {
     for (o, q) in y.iter_mut().zip(b.qs.iter()) {
         *o = b.d * *q as f32;
+    }
+}
+
+pub fn dequant_iq4_nl(b: &BlockIQ4NL, y: &mut [f32]) {
+    let d = b.d.to_f32();
+    for j in 0..QK / 2 {
+        y[j] = d * KVALUES_IQ4NL[(b.qs[j] & 0xF) as usize] as f32;
+        y[j + QK / 2] = d * KVALUES_IQ4NL[(b.qs[j] >> 4) as usize] as f32;
+    }
+}
+
+pub fn dequant_iq4_xs(b: &BlockIQ4XS, y: &mut [f32]) {
+    let d = b.d.to_f32();
+    let scales = iq4xs_scales(b.scales_h, b.scales_l);
+    for (ib, (&ls, y)) in scales.iter().zip(y.chunks_exact_mut(QK)).enumerate() {
+        // As ggml: the group scale first (exact: 11 + 6 significant bits), then each value.
+        let dl = d * ls as f32;
+        let qs = &b.qs[ib * QK / 2..(ib + 1) * QK / 2];
+        for j in 0..QK / 2 {
+            y[j] = dl * KVALUES_IQ4NL[(qs[j] & 0xF) as usize] as f32;
+            y[j + QK / 2] = dl * KVALUES_IQ4NL[(qs[j] >> 4) as usize] as f32;
+        }
     }
 }

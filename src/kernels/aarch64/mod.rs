@@ -101,11 +101,13 @@ macro_rules! mats {
         m[GgmlType::Q5_0 as usize] = leg!(Q5_0, $isa);
         m[GgmlType::Q5_1 as usize] = leg!(Q5_1, $isa);
         m[GgmlType::Q8_0 as usize] = leg!(Q8_0, $isa);
+        m[GgmlType::IQ4_NL as usize] = leg!(IQ4NL, $isa);
         m[GgmlType::Q2_K as usize] = kq!(Q2K, $isa);
         m[GgmlType::Q3_K as usize] = kq!(Q3K, $isa);
         m[GgmlType::Q4_K as usize] = kq!(Q4K, $isa);
         m[GgmlType::Q5_K as usize] = kq!(Q5K, $isa);
         m[GgmlType::Q6_K as usize] = kq!(Q6K, $isa);
+        m[GgmlType::IQ4_XS as usize] = kq!(IQ4XS, $isa);
         m[GgmlType::F32 as usize] = float!(F32W, GgmlType::F32);
         m[GgmlType::F16 as usize] = float!(F16W, GgmlType::F16);
         m[GgmlType::BF16 as usize] = float!(Bf16W, GgmlType::BF16);
@@ -148,11 +150,13 @@ const I8MM_MATS: [Option<MatFns>; N_TYPES] = {
     mm!(m, Q5_0, Q5_0, gemm_leg_mm, Leg);
     mm!(m, Q5_1, Q5_1, gemm_leg_mm, Leg);
     mm!(m, Q8_0, Q8_0, gemm_leg_mm, Leg);
+    mm!(m, IQ4_NL, IQ4NL, gemm_leg_mm, Leg);
     mm!(m, Q2_K, Q2K, gemm_k_mm, KQuant);
     mm!(m, Q3_K, Q3K, gemm_k_mm, KQuant);
     mm!(m, Q4_K, Q4K, gemm_k_mm, KQuant);
     mm!(m, Q5_K, Q5K, gemm_k_mm, KQuant);
     mm!(m, Q6_K, Q6K, gemm_k_mm, KQuant);
+    mm!(m, IQ4_XS, IQ4XS, gemm_k_mm, KQuant);
     m
 };
 

@@ -22,7 +22,7 @@ use half::f16;
 
 use super::super::act::{self, GROUP, Q8K_BLOCK, Q8_BLOCK};
 use super::super::ActFormat;
-use crate::quant::{GgmlType, QK, QK_K};
+use crate::quant::{iq4xs_scales, GgmlType, KVALUES_IQ4NL, QK, QK_K};
 
 // ---------------------------------------------------------------------------------------
 // Helpers
@@ -166,6 +166,7 @@ pub(super) struct Q4_1;
 pub(super) struct Q5_0;
 pub(super) struct Q5_1;
 pub(super) struct Q8_0;
+pub(super) struct IQ4NL;
 
 #[inline(always)]
 unsafe fn nibbles(p: *const u8) -> [uint8x16_t; 2] {
@@ -270,6 +271,31 @@ impl Leg for Q8_0 {
     unsafe fn unpack(p: *const u8) -> [int8x16_t; 2] {
         // SAFETY: 32 quants at offset 2.
         unsafe { [ld(p.add(2)), ld(p.add(18))] }
+    }
+}
+
+/// 16 bytes of IQ4_NL indices (an IQ4_NL block's, or one IQ4_XS group's) to the values
+/// of elements 0..16 and 16..32: one `tbl` lookup per half.
+#[inline(always)]
+unsafe fn iq4_values(p: *const u8) -> [int8x16_t; 2] {
+    // SAFETY: the table is 16 bytes; 16 readable bytes at `p` (caller).
+    let (t, [lo, hi]) = unsafe { (vld1q_s8(KVALUES_IQ4NL.as_ptr()), nibbles(p)) };
+    [vqtbl1q_s8(t, lo), vqtbl1q_s8(t, hi)]
+}
+
+impl Leg for IQ4NL {
+    const TY: GgmlType = GgmlType::IQ4_NL;
+    const BYTES: usize = 18;
+    const HAS_MIN: bool = false;
+    #[inline(always)]
+    unsafe fn dm(p: *const u8) -> (f32, f32) {
+        // SAFETY: the block starts with its f16 scale.
+        (unsafe { f16x1(p) }, 0.0)
+    }
+    #[inline(always)]
+    unsafe fn unpack(p: *const u8) -> [int8x16_t; 2] {
+        // SAFETY: 16 bytes of indices at offset 2.
+        unsafe { iq4_values(p.add(2)) }
     }
 }
 
@@ -441,6 +467,7 @@ pub(super) struct Q3K;
 pub(super) struct Q4K;
 pub(super) struct Q5K;
 pub(super) struct Q6K;
+pub(super) struct IQ4XS;
 
 impl KQuant for Q4K {
     const TY: GgmlType = GgmlType::Q4_K;
@@ -649,6 +676,39 @@ impl KQuant for Q3K {
                 sc,
                 mn: [0; 16],
                 d: f16x1(p.add(108)),
+                dmin: 0.0,
+            }
+        }
+    }
+}
+
+impl KQuant for IQ4XS {
+    const TY: GgmlType = GgmlType::IQ4_XS;
+    const BYTES: usize = 136;
+    const HAS_MIN: bool = false;
+    #[inline(always)]
+    unsafe fn block(p: *const u8) -> KBlock {
+        // SAFETY: `p` is a 136-byte block: d, scales_h, scales_l, then 8 groups of 16
+        // bytes of indices.
+        unsafe {
+            let s = iq4xs_scales(
+                read_unaligned(p.add(2).cast::<u16>()),
+                read_unaligned(p.add(4).cast::<[u8; 4]>()),
+            );
+            let mut w = [vdupq_n_s8(0); 16];
+            let mut sc = [0i32; 16];
+            for ib in 0..8 {
+                let [lo, hi] = iq4_values(p.add(8 + 16 * ib));
+                w[2 * ib] = lo;
+                w[2 * ib + 1] = hi;
+                sc[2 * ib] = s[ib] as i32;
+                sc[2 * ib + 1] = s[ib] as i32;
+            }
+            KBlock {
+                w,
+                sc,
+                mn: [0; 16],
+                d: f16x1(p),
                 dmin: 0.0,
             }
         }

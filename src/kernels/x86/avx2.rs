@@ -24,7 +24,7 @@ use half::f16;
 
 use super::super::act::{self, GROUP, Q8K_BLOCK, Q8_BLOCK};
 use super::super::ActFormat;
-use crate::quant::{GgmlType, QK, QK_K};
+use crate::quant::{iq4xs_scales, GgmlType, KVALUES_IQ4NL, QK, QK_K};
 
 // ---------------------------------------------------------------------------------------
 // Small helpers
@@ -133,8 +133,11 @@ trait Leg {
     /// Multiplies the activation block sum term: -8 (Q4_0), -16 (Q5_0), 1 (minimum
     /// types, whose `dm` lane 1 is the minimum), 0 (Q8_0).
     const MIN_MUL: f32;
-    /// Whether `unpack` gives signed values (Q8_0) rather than unsigned ones.
+    /// Whether `unpack` gives signed values (Q8_0, IQ4_NL) rather than unsigned ones.
     const SIGNED: bool;
+    /// Whether prefill unpacks rows once into the scratch tile: worth it where unpacking
+    /// costs more than a load (every type but Q8_0).
+    const SCRATCH: bool = true;
     /// `[d, m, ..]` for minimum types, `[d, d, ..]` otherwise.
     unsafe fn dm(p: *const u8) -> __m128;
     /// The 32 quants in element order.
@@ -146,6 +149,7 @@ struct Q4_1;
 struct Q5_0;
 struct Q5_1;
 struct Q8_0;
+struct IQ4NL;
 
 impl Leg for Q4_0 {
     const TY: GgmlType = GgmlType::Q4_0;
@@ -234,6 +238,7 @@ impl Leg for Q8_0 {
     const BYTES: usize = 34;
     const MIN_MUL: f32 = 0.0;
     const SIGNED: bool = true;
+    const SCRATCH: bool = false;
     #[target_feature(enable = "avx2,fma,f16c")]
     #[inline]
     unsafe fn dm(p: *const u8) -> __m128 {
@@ -246,6 +251,64 @@ impl Leg for Q8_0 {
         // SAFETY: 32 quants at offset 2 inside the block.
         unsafe { load256(p.add(2)) }
     }
+}
+
+/// The 16 IQ4_NL values in both 128-bit halves, for `vpshufb` lookups.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+unsafe fn iq4_table() -> __m256i {
+    // SAFETY: the table is 16 bytes.
+    _mm256_broadcastsi128_si256(unsafe { load128(KVALUES_IQ4NL.as_ptr().cast()) })
+}
+
+/// 16 bytes of IQ4_NL indices (an IQ4_NL block's, or one IQ4_XS group's) to their 32
+/// signed values in element order: one `vpshufb` of the unpacked nibbles.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+unsafe fn iq4_values(p: *const u8) -> __m256i {
+    // SAFETY: 16 readable bytes at `p` (caller).
+    _mm256_shuffle_epi8(unsafe { iq4_table() }, unsafe { nibbles(p) })
+}
+
+impl Leg for IQ4NL {
+    const TY: GgmlType = GgmlType::IQ4_NL;
+    const BYTES: usize = 18;
+    const MIN_MUL: f32 = 0.0;
+    const SIGNED: bool = true;
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    unsafe fn dm(p: *const u8) -> __m128 {
+        // SAFETY: a block starts with its f16 scale.
+        unsafe { f16x1(p) }
+    }
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    unsafe fn unpack(p: *const u8) -> __m256i {
+        // SAFETY: 16 bytes of indices follow the scale inside the block.
+        unsafe { iq4_values(p.add(2)) }
+    }
+}
+
+/// Four steps of a group product with signed weights, in 32 bits: `mag` holds the
+/// `vpshufd` broadcasts of |w|, `sgn` those of w (its signs go onto the activations, the
+/// `vpsignb` trick, since `vpmaddubsw` takes unsigned weights). Each step's 16-bit pair
+/// sums may reach 2·127·127, so each is widened (times `mul`: ones, or a group scale)
+/// before they are added.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+unsafe fn signed_steps(
+    mag: &[__m256i; 4],
+    sgn: &[__m256i; 4],
+    aq: *const u8,
+    mul: __m256i,
+) -> __m256i {
+    let mut s = _mm256_setzero_si256();
+    for j in 0..4 {
+        // SAFETY: 128 readable bytes at `aq` (caller).
+        let a = _mm256_sign_epi8(unsafe { load256(aq.add(32 * j)) }, sgn[j]);
+        s = _mm256_add_epi32(s, _mm256_madd_epi16(_mm256_maddubs_epi16(mag[j], a), mul));
+    }
+    s
 }
 
 /// 8 lanes of sums of 4 products of one weight block with 32 activations.
@@ -329,35 +392,13 @@ unsafe fn gemm_leg_row<W: Leg, const NG: usize>(
             let dm = W::dm(p);
             let d = _mm256_broadcastss_ps(dm);
             let qa = if W::SIGNED { _mm256_sign_epi8(q, q) } else { q };
-            let wj = [
-                _mm256_shuffle_epi32(qa, 0x00),
-                _mm256_shuffle_epi32(qa, 0x55),
-                _mm256_shuffle_epi32(qa, 0xAA),
-                _mm256_shuffle_epi32(qa, 0xFF),
-            ];
-            let sj = if W::SIGNED {
-                [
-                    _mm256_shuffle_epi32(q, 0x00),
-                    _mm256_shuffle_epi32(q, 0x55),
-                    _mm256_shuffle_epi32(q, 0xAA),
-                    _mm256_shuffle_epi32(q, 0xFF),
-                ]
-            } else {
-                wj
-            };
+            let wj = shuf4(qa);
+            let sj = if W::SIGNED { shuf4(q) } else { wj };
             for g in 0..NG {
                 let ga = act.add(g * gstride);
                 let aq = ga.add(nb * 32 + b * 128);
                 let isum = if W::SIGNED {
-                    let mut s = _mm256_setzero_si256();
-                    for j in 0..4 {
-                        let a = _mm256_sign_epi8(load256(aq.add(32 * j)), sj[j]);
-                        s = _mm256_add_epi32(
-                            s,
-                            _mm256_madd_epi16(_mm256_maddubs_epi16(wj[j], a), ones),
-                        );
-                    }
-                    s
+                    signed_steps(&wj, &sj, aq, ones)
                 } else {
                     let mut s16 = _mm256_maddubs_epi16(wj[0], load256(aq));
                     for (j, w) in wj.iter().enumerate().skip(1) {
@@ -394,7 +435,7 @@ unsafe fn gemm_leg_row<W: Leg, const NG: usize>(
 /// Groups of tokens for legacy blocks: pairs of groups per weight pass, then the rest.
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn gemm_leg<W: Leg>(w: *const u8, act: *const u8, nb: usize, ng: usize, out: &mut [f32]) {
-    if !W::SIGNED && nb * SCR_BLOCK <= SCR_BYTES {
+    if W::SCRATCH && nb * scr_block::<W>() <= SCR_BYTES {
         // SAFETY: forwarded; same preconditions.
         return unsafe { gemm_leg_scratch::<W>(w, act, nb, ng, out) };
     }
@@ -427,8 +468,15 @@ unsafe fn gemm_leg<W: Leg>(w: *const u8, act: *const u8, nb: usize, ng: usize, o
 }
 
 /// Bytes of unpacked weights per block in the prefill scratch: the 4 `vpshufd`
-/// broadcasts of its quants, then d and m as f32 in a fifth 32-byte slot.
-const SCR_BLOCK: usize = 160;
+/// broadcasts of its quants (of their magnitudes for signed types, followed by the 4 of
+/// the quants themselves for their signs), then d and m as f32 in a last 32-byte slot.
+const fn scr_block<W: Leg>() -> usize {
+    if W::SIGNED {
+        288
+    } else {
+        160
+    }
+}
 const SCR_BYTES: usize = 16 * 1024;
 
 /// Prefill for unsigned legacy blocks: unpacks a few rows once into an L1-resident
@@ -445,7 +493,8 @@ unsafe fn gemm_leg_scratch<W: Leg>(
     let rb = nb * W::BYTES;
     let gstride = GROUP * nb * Q8_BLOCK;
     let rows = out.len() / (ng * GROUP);
-    let rc = (SCR_BYTES / (nb * SCR_BLOCK)).max(1);
+    let scr_b = scr_block::<W>();
+    let rc = (SCR_BYTES / (nb * scr_b)).max(1);
     let mut scr = [std::mem::MaybeUninit::<__m256i>::uninit(); SCR_BYTES / 32];
     let sp = scr.as_mut_ptr().cast::<u8>();
     let mut r0 = 0;
@@ -455,16 +504,21 @@ unsafe fn gemm_leg_scratch<W: Leg>(
             let row = w.wrapping_add((r0 + r) * rb);
             for b in 0..nb {
                 // SAFETY: block b of the row is in bounds (wrapper); the scratch slot
-                // (r * nb + b) * SCR_BLOCK + 160 <= nr * nb * SCR_BLOCK <= SCR_BYTES.
+                // (r * nb + b + 1) * scr_b <= nr * nb * scr_b <= SCR_BYTES.
                 unsafe {
                     let p = row.add(b * W::BYTES);
                     let q = W::unpack(p);
-                    let o = sp.add((r * nb + b) * SCR_BLOCK);
-                    _mm256_storeu_si256(o.cast(), _mm256_shuffle_epi32(q, 0x00));
-                    _mm256_storeu_si256(o.add(32).cast(), _mm256_shuffle_epi32(q, 0x55));
-                    _mm256_storeu_si256(o.add(64).cast(), _mm256_shuffle_epi32(q, 0xAA));
-                    _mm256_storeu_si256(o.add(96).cast(), _mm256_shuffle_epi32(q, 0xFF));
-                    _mm_storeu_ps(o.add(128).cast(), W::dm(p));
+                    let o = sp.add((r * nb + b) * scr_b);
+                    let mag = if W::SIGNED { _mm256_sign_epi8(q, q) } else { q };
+                    for (j, v) in shuf4(mag).iter().enumerate() {
+                        _mm256_storeu_si256(o.add(32 * j).cast(), *v);
+                    }
+                    if W::SIGNED {
+                        for (j, v) in shuf4(q).iter().enumerate() {
+                            _mm256_storeu_si256(o.add(128 + 32 * j).cast(), *v);
+                        }
+                    }
+                    _mm_storeu_ps(o.add(scr_b - 32).cast(), W::dm(p));
                 }
             }
         }
@@ -475,7 +529,7 @@ unsafe fn gemm_leg_scratch<W: Leg>(
                 // SAFETY: the scratch rows were written above; groups g (and g+1) are in
                 // bounds (wrapper checks).
                 unsafe {
-                    let srow = sp.add(r * nb * SCR_BLOCK);
+                    let srow = sp.add(r * nb * scr_b);
                     let ga = act.add(g * gstride);
                     if two {
                         let res = gemm_scr_row::<W, 2>(srow, ga, nb, gstride);
@@ -512,39 +566,52 @@ unsafe fn gemm_scr_row<W: Leg, const NG: usize>(
     // multiply-add per block.
     let mut accm = [_mm_setzero_ps(); NG];
     let ones = _mm256_set1_epi16(1);
+    let scr_b = scr_block::<W>();
     for b in 0..nb {
         // SAFETY: scratch block b and block b of each group are in bounds (caller).
         unsafe {
-            let o = srow.add(b * SCR_BLOCK);
-            let wj = [
-                load256(o),
-                load256(o.add(32)),
-                load256(o.add(64)),
-                load256(o.add(96)),
-            ];
-            let d = _mm256_broadcast_ss(&*o.add(128).cast::<f32>());
+            let o = srow.add(b * scr_b);
+            let ld4 = |at: usize| {
+                [
+                    load256(o.add(at)),
+                    load256(o.add(at + 32)),
+                    load256(o.add(at + 64)),
+                    load256(o.add(at + 96)),
+                ]
+            };
+            let wj = ld4(0);
+            let sj = if W::SIGNED { ld4(128) } else { wj };
+            let dm = o.add(scr_b - 32);
+            let d = _mm256_broadcast_ss(&*dm.cast::<f32>());
             let m = if W::MIN_MUL == 1.0 {
-                _mm_broadcast_ss(&*o.add(132).cast::<f32>())
+                _mm_broadcast_ss(&*dm.add(4).cast::<f32>())
             } else {
                 _mm_mul_ps(_mm256_castps256_ps128(d), _mm_set1_ps(W::MIN_MUL))
             };
             for g in 0..NG {
                 let ga = act.add(g * gstride);
                 let aq = ga.add(nb * 32 + b * 128);
-                let s16 = _mm256_add_epi16(
-                    _mm256_add_epi16(
-                        _mm256_maddubs_epi16(wj[0], load256(aq)),
-                        _mm256_maddubs_epi16(wj[1], load256(aq.add(32))),
-                    ),
-                    _mm256_add_epi16(
-                        _mm256_maddubs_epi16(wj[2], load256(aq.add(64))),
-                        _mm256_maddubs_epi16(wj[3], load256(aq.add(96))),
-                    ),
-                );
-                let isum = _mm256_cvtepi32_ps(_mm256_madd_epi16(s16, ones));
+                let isum = if W::SIGNED {
+                    signed_steps(&wj, &sj, aq, ones)
+                } else {
+                    let s16 = _mm256_add_epi16(
+                        _mm256_add_epi16(
+                            _mm256_maddubs_epi16(wj[0], load256(aq)),
+                            _mm256_maddubs_epi16(wj[1], load256(aq.add(32))),
+                        ),
+                        _mm256_add_epi16(
+                            _mm256_maddubs_epi16(wj[2], load256(aq.add(64))),
+                            _mm256_maddubs_epi16(wj[3], load256(aq.add(96))),
+                        ),
+                    );
+                    _mm256_madd_epi16(s16, ones)
+                };
                 let da = f32x4_dup(ga.add(b * 32));
-                acc[g] = _mm256_fmadd_ps(isum, _mm256_mul_ps(d, da), acc[g]);
-                accm[g] = _mm_fmadd_ps(m, _mm_loadu_ps(ga.add(b * 32 + 16).cast()), accm[g]);
+                acc[g] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_mul_ps(d, da), acc[g]);
+                if W::MIN_MUL != 0.0 {
+                    let sa = _mm_loadu_ps(ga.add(b * 32 + 16).cast());
+                    accm[g] = _mm_fmadd_ps(m, sa, accm[g]);
+                }
             }
         }
     }
@@ -1289,6 +1356,73 @@ impl KQuant for Q3K {
     }
 }
 
+struct IQ4XS;
+
+impl IQ4XS {
+    /// The eight group scales as i16, in `vpmaddwd` operands (one per group, both halves).
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    unsafe fn scales(p: *const u8) -> [__m256i; 8] {
+        // SAFETY: scales_h at offset 2 and scales_l at 4..8 of the 136-byte block.
+        let (h, l) = unsafe {
+            (
+                read_unaligned(p.add(2).cast::<u16>()),
+                read_unaligned(p.add(4).cast::<[u8; 4]>()),
+            )
+        };
+        iq4xs_scales(h, l).map(|s| _mm256_set1_epi16(s as i16))
+    }
+}
+
+impl KQuant for IQ4XS {
+    const TY: GgmlType = GgmlType::IQ4_XS;
+    const BYTES: usize = 136;
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    unsafe fn dot1(p: *const u8, a: &Q8KPtrs, b: usize) -> __m256 {
+        // SAFETY: `p` is one 136-byte block; block `b` of the activations is in bounds.
+        unsafe {
+            let sc = IQ4XS::scales(p);
+            let aq = a.qs.add(b * QK_K);
+            let mut sumi = _mm256_setzero_si256();
+            for (ib, scale) in sc.iter().enumerate() {
+                let q = iq4_values(p.add(8 + 16 * ib));
+                let y = load256(aq.add(32 * ib));
+                let p16 = _mm256_maddubs_epi16(_mm256_sign_epi8(q, q), _mm256_sign_epi8(y, q));
+                sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p16, *scale));
+            }
+            let d = _mm256_set1_ps(_mm_cvtss_f32(f16x1(p)) * f32_at(a.d.add(4 * b)));
+            _mm256_mul_ps(_mm256_cvtepi32_ps(sumi), d)
+        }
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    unsafe fn dotg<const NG: usize>(p: *const u8, a: &[Q8KPtrs; NG], b: usize) -> [__m256; NG] {
+        // SAFETY: `p` is one 136-byte block; block `b` of the groups is in bounds.
+        unsafe {
+            let sc = IQ4XS::scales(p);
+            let mut sumi = [_mm256_setzero_si256(); NG];
+            for (ib, scale) in sc.iter().enumerate() {
+                let q = iq4_values(p.add(8 + 16 * ib));
+                let (mag, sgn) = (shuf4(_mm256_sign_epi8(q, q)), shuf4(q));
+                for (g, s) in sumi.iter_mut().enumerate() {
+                    let aq = a[g].qs.add(b * 1024 + 128 * ib);
+                    *s = _mm256_add_epi32(*s, signed_steps(&mag, &sgn, aq, *scale));
+                }
+            }
+            let d = _mm256_set1_ps(_mm_cvtss_f32(f16x1(p)));
+            let mut res = [_mm256_setzero_ps(); NG];
+            for (g, r) in res.iter_mut().enumerate() {
+                let da = f32x4_dup(a[g].d.add(16 * b));
+                *r = _mm256_mul_ps(_mm256_cvtepi32_ps(sumi[g]), _mm256_mul_ps(d, da));
+            }
+            res
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // Float weights
 
@@ -1767,11 +1901,13 @@ pub(super) const MATS: [Option<MatFns>; super::super::N_TYPES] = {
     m[GgmlType::Q5_0 as usize] = leg_entry!(Q5_0);
     m[GgmlType::Q5_1 as usize] = leg_entry!(Q5_1);
     m[GgmlType::Q8_0 as usize] = leg_entry!(Q8_0);
+    m[GgmlType::IQ4_NL as usize] = leg_entry!(IQ4NL);
     m[GgmlType::Q2_K as usize] = k_entry!(Q2K);
     m[GgmlType::Q3_K as usize] = k_entry!(Q3K);
     m[GgmlType::Q4_K as usize] = k_entry!(Q4K);
     m[GgmlType::Q5_K as usize] = k_entry!(Q5K);
     m[GgmlType::Q6_K as usize] = k_entry!(Q6K);
+    m[GgmlType::IQ4_XS as usize] = k_entry!(IQ4XS);
     m[GgmlType::F32 as usize] = float_entry!(F32W, GgmlType::F32);
     m[GgmlType::F16 as usize] = float_entry!(F16W, GgmlType::F16);
     m[GgmlType::BF16 as usize] = float_entry!(Bf16W, GgmlType::BF16);
