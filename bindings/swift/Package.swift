@@ -1,5 +1,6 @@
 // swift-tools-version:5.9
-// ember for Swift: `import Ember` (Model, Context, Sampler, generate as an async stream).
+// ember for Swift: `import Ember` (Model, Context, Sampler, ChatSession, generate and reply
+// as async streams).
 //
 // The native library comes from EmberFFI.xcframework, which tools/build-xcframework (run
 // on a Mac) builds next to this file from the iOS device, iOS simulator and macOS static

@@ -50,6 +50,18 @@ public struct GenerateParams {
     }
 }
 
+/// Why a generation or a reply stopped (`EMBER_STOP_*`).
+public enum StopReason: UInt32, Sendable {
+    /// The model produced an end-of-generation (or end-of-turn) token.
+    case endOfGeneration = 1
+    /// `maxTokens` tokens were generated.
+    case maxTokens = 2
+    /// A stop string appeared (it is not part of the text).
+    case stopString = 3
+    /// The piece callback returned false: the stream's consumer went away.
+    case callback = 4
+}
+
 extension Context {
     /// Generates a continuation of `prompt` (appended to the conversation in the context)
     /// and streams it as pieces of whole UTF-8 characters. The work runs on a thread of
@@ -62,55 +74,70 @@ extension Context {
                          params: GenerateParams = GenerateParams())
         -> AsyncThrowingStream<String, Error>
     {
-        let job = Generation(context: handle, sampler: sampler.handle,
-                             prompt: Array(prompt.utf8), params: params)
-        return AsyncThrowingStream { continuation in
-            continuation.onTermination = { termination in
-                if case .cancelled = termination {
-                    _ = ember_context_abort(job.context.raw)
+        // The closures hold the C handles, so neither the context nor the sampler is
+        // freed while the generation runs.
+        let ctx = handle
+        let smp = sampler.handle
+        let utf8 = Array(prompt.utf8)
+        return pieceStream(params: params, abort: { _ = ember_context_abort(ctx.raw) }) { gp, user in
+            var result = ember_generate_result()
+            result.struct_size = UInt32(MemoryLayout<ember_generate_result>.size)
+            return utf8.withUnsafeBufferPointer { bytes in
+                bytes.withMemoryRebound(to: CChar.self) { text in
+                    code(ember_generate(ctx.raw, smp.raw, text.baseAddress, text.count, &gp,
+                                        onPiece, user, &result))
                 }
             }
-            let thread = Thread { job.run(continuation) }
-            // The default for secondary threads (512 KiB) is small for a model's decode.
-            thread.stackSize = 8 << 20
-            thread.start()
         }
     }
 }
 
-/// What one `generate` call needs on its thread. It holds the C handles, so neither the
-/// context nor the sampler is freed while it runs. Unchecked Sendable: it crosses to the
-/// generation thread once, and from then on only that thread uses the handles, apart
-/// from `ember_context_abort`, which ember allows from any thread.
-private final class Generation: @unchecked Sendable {
-    let context: OwnedHandle
-    let sampler: OwnedHandle
-    let prompt: [UInt8]
-    let params: GenerateParams
+/// The C call behind a piece stream: it is given the generation params (their stop
+/// strings set) and the `user_data` for `onPiece`, and returns the call's status.
+typealias PieceCall = (inout ember_generate_params, UnsafeMutableRawPointer) -> Int32
 
-    init(context: OwnedHandle, sampler: OwnedHandle, prompt: [UInt8], params: GenerateParams) {
-        self.context = context
-        self.sampler = sampler
-        self.prompt = prompt
+/// What `Context.generate` and `ChatSession.reply` share: `call` runs on a thread of its
+/// own (8 MiB of stack) and streams its pieces into the returned stream. When the
+/// consumer cancels or drops the stream, `abort` stops the C call within one layer and
+/// the stream simply ends; any other failure is thrown as an `EmberError`.
+func pieceStream(params: GenerateParams, abort: @escaping @Sendable () -> Void,
+                 call: @escaping PieceCall) -> AsyncThrowingStream<String, Error>
+{
+    let job = PieceJob(params: params, call: call)
+    return AsyncThrowingStream { continuation in
+        continuation.onTermination = { termination in
+            if case .cancelled = termination {
+                abort()
+            }
+        }
+        let thread = Thread { job.run(continuation) }
+        // The default for secondary threads (512 KiB) is small for a model's decode.
+        thread.stackSize = 8 << 20
+        thread.start()
+    }
+}
+
+/// One streaming C call and what it needs on its thread. Unchecked Sendable: it crosses
+/// to that thread once, and from then on only that thread uses it; the C handles its
+/// `call` holds are touched elsewhere only by an abort, which ember allows from any
+/// thread.
+private final class PieceJob: @unchecked Sendable {
+    let params: GenerateParams
+    let call: PieceCall
+
+    init(params: GenerateParams, call: @escaping PieceCall) {
         self.params = params
+        self.call = call
     }
 
     func run(_ continuation: AsyncThrowingStream<String, Error>.Continuation) {
         let sink = PieceSink(continuation)
-        var result = ember_generate_result()
-        result.struct_size = UInt32(MemoryLayout<ember_generate_result>.size)
         var gp = params.c
         let status: Int32 = withCStrings(params.stop) { stops in
             stops.withUnsafeBufferPointer { s in
                 gp.stop = s.baseAddress
                 gp.n_stop = s.count
-                return prompt.withUnsafeBufferPointer { bytes in
-                    bytes.withMemoryRebound(to: CChar.self) { text in
-                        code(ember_generate(context.raw, sampler.raw, text.baseAddress, text.count,
-                                            &gp, onPiece, Unmanaged.passUnretained(sink).toOpaque(),
-                                            &result))
-                    }
-                }
+                return call(&gp, Unmanaged.passUnretained(sink).toOpaque())
             }
         }
         // Read at once: the message belongs to this thread until its next ember call.
@@ -144,9 +171,10 @@ private final class PieceSink {
     }
 }
 
-/// The `ember_piece_fn` given to `ember_generate`: a plain function, as a C function
-/// pointer cannot capture anything; the sink comes back through `user`.
-private func onPiece(_ piece: UnsafePointer<CChar>?, _ len: Int, _ user: UnsafeMutableRawPointer?)
+/// The `ember_piece_fn` a `PieceCall` passes to ember with the `user_data` it is given:
+/// a plain function, as a C function pointer cannot capture anything; the sink comes
+/// back through `user`.
+func onPiece(_ piece: UnsafePointer<CChar>?, _ len: Int, _ user: UnsafeMutableRawPointer?)
     -> Bool
 {
     guard let piece, let user else { return false }

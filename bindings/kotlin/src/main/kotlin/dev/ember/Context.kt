@@ -2,21 +2,12 @@ package dev.ember
 
 import com.sun.jna.Memory
 import com.sun.jna.ptr.PointerByReference
-import dev.ember.jna.EMBER_ERR_ABORTED
 import dev.ember.jna.EmberNative
 import dev.ember.jna.ember_context
 import dev.ember.jna.ember_context_info
 import dev.ember.jna.ember_generate_result
-import dev.ember.jna.ember_piece_fn
-import dev.ember.jna.ember_sampler
 import kotlinx.coroutines.Dispatchers
-import kotlinx.coroutines.channels.Channel
-import kotlinx.coroutines.channels.trySendBlocking
-import kotlinx.coroutines.coroutineScope
 import kotlinx.coroutines.flow.Flow
-import kotlinx.coroutines.flow.flow
-import kotlinx.coroutines.launch
-import java.util.concurrent.atomic.AtomicBoolean
 
 /**
  * One conversation with a model: its KV cache, buffers and worker threads. Not thread-safe: use
@@ -140,44 +131,8 @@ class Context private constructor(
      * from [GenerateParams.sampler] for this call.
      */
     @JvmOverloads
-    fun generate(prompt: String, params: GenerateParams = GenerateParams(), sampler: Sampler? = null): Flow<String> = flow {
-        // Rendezvous: the native call blocks in the callback until the collector takes a piece.
-        val pieces = Channel<String>(Channel.RENDEZVOUS)
-        val stoppedByCollector = AtomicBoolean(false)
-        coroutineScope {
-            launch(Dispatchers.IO) {
-                try {
-                    generateBlocking(prompt, params, sampler) { piece -> pieces.trySendBlocking(piece).isSuccess }
-                    pieces.close()
-                } catch (e: EmberException) {
-                    pieces.close(if (e.status == EMBER_ERR_ABORTED && stoppedByCollector.get()) null else e)
-                } catch (t: Throwable) {
-                    pieces.close(t)
-                }
-            }
-            var completed = false
-            try {
-                for (piece in pieces) emit(piece)
-                completed = true
-            } finally {
-                if (!completed) {
-                    // The collector stopped (or the generation failed): wake a callback blocked
-                    // in send (it then returns false) and stop a decode in progress.
-                    stoppedByCollector.set(true)
-                    pieces.cancel()
-                    abortQuietly()
-                }
-            }
-        }
-    }
-
-    private fun abortQuietly() {
-        try {
-            abort()
-        } catch (_: IllegalStateException) {
-            // closed meanwhile: close() aborted it already
-        }
-    }
+    fun generate(prompt: String, params: GenerateParams = GenerateParams(), sampler: Sampler? = null): Flow<String> =
+        pieceFlow(::abort) { onPiece -> generateBlocking(prompt, params, sampler, onPiece) }
 
     /**
      * Generates on the calling thread, handing each whole-UTF-8 piece to [onPiece], which returns
@@ -191,39 +146,19 @@ class Context private constructor(
         sampler: Sampler? = null,
         onPiece: (String) -> Boolean,
     ): GenerateResult = withHandle {
-        if (sampler != null) {
-            sampler.withHandle { generateWith(sampler.handle, prompt, params, onPiece) }
-        } else {
-            val own = Sampler.newHandle(model, params.sampler, evenIfModelClosed = true)
-            try {
-                generateWith(own, prompt, params, onPiece)
-            } finally {
-                EmberNative.ember_sampler_free(own)
+        withSampler(model, params.sampler, sampler) { s ->
+            val keep = ArrayList<Any>()
+            keepAlive(keep) {
+                val native = params.toNative(keep)
+                val result = ember_generate_result()
+                result.struct_size = result.size()
+                val callback = PieceCallback(onPiece)
+                val bytes = prompt.toByteArray(Charsets.UTF_8)
+                val status = EmberNative.ember_generate(handle, s, nativeBytes(bytes), sizeT(bytes.size), native, callback.native, null, result)
+                callback.rethrow()
+                checkStatus(status)
+                GenerateResult(result)
             }
-        }
-    }
-
-    private fun generateWith(sampler: ember_sampler, prompt: String, params: GenerateParams, onPiece: (String) -> Boolean): GenerateResult {
-        val keep = ArrayList<Any>()
-        return keepAlive(keep) {
-            val native = params.toNative(keep)
-            val result = ember_generate_result()
-            result.struct_size = result.size()
-            var failure: Throwable? = null
-            // Callbacks must not throw into ember: an exception is kept, stops the generation and is rethrown.
-            val callback = ember_piece_fn { piece, len, _ ->
-                try {
-                    onPiece(String(piece!!.getByteArray(0, len.toInt()), Charsets.UTF_8))
-                } catch (t: Throwable) {
-                    failure = t
-                    false
-                }
-            }
-            val bytes = prompt.toByteArray(Charsets.UTF_8)
-            val status = EmberNative.ember_generate(handle, sampler, nativeBytes(bytes), sizeT(bytes.size), native, callback, null, result)
-            failure?.let { throw it }
-            checkStatus(status)
-            GenerateResult(result)
         }
     }
 }

@@ -144,6 +144,10 @@ class Model private constructor(internal val handle: ember_model) : NativeObject
     @JvmOverloads
     fun newContext(params: ContextParams = ContextParams()): Context = Context(this, params)
 
+    /** A new [ChatSession] with this model (the same as the constructor). */
+    @JvmOverloads
+    fun newChat(params: ChatParams = ChatParams()): ChatSession = ChatSession(this, params)
+
     /** A new [Sampler] for this model's vocabulary (the same as the constructor). */
     @JvmOverloads
     fun newSampler(params: SamplerParams = SamplerParams()): Sampler = Sampler(this, params)

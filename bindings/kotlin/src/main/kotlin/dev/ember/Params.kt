@@ -19,7 +19,13 @@ import dev.ember.jna.EMBER_STOP_CALLBACK
 import dev.ember.jna.EMBER_STOP_END_OF_GENERATION
 import dev.ember.jna.EMBER_STOP_MAX_TOKENS
 import dev.ember.jna.EMBER_STOP_STRING
+import dev.ember.jna.EMBER_TEMPLATE_BUILTIN
+import dev.ember.jna.EMBER_TEMPLATE_GIVEN
+import dev.ember.jna.EMBER_TEMPLATE_MODEL
 import dev.ember.jna.EmberNative
+import dev.ember.jna.ember_chat_info
+import dev.ember.jna.ember_chat_params
+import dev.ember.jna.ember_chat_result
 import dev.ember.jna.ember_context_info
 import dev.ember.jna.ember_context_params
 import dev.ember.jna.ember_generate_params
@@ -49,11 +55,15 @@ internal fun nativeSamplerParams() =
 internal fun nativeGenerateParams() =
     ember_generate_params().also { checkStatus(EmberNative.ember_generate_params_default(it, sizeT(it.size()))) }
 
+internal fun nativeChatParams() =
+    ember_chat_params().also { checkStatus(EmberNative.ember_chat_params_default(it, sizeT(it.size()))) }
+
 private object Defaults {
     val model by lazy { nativeModelParams() }
     val context by lazy { nativeContextParams() }
     val sampler by lazy { nativeSamplerParams() }
     val generate by lazy { nativeGenerateParams() }
+    val chat by lazy { nativeChatParams() }
 }
 
 /** How to load a model. */
@@ -232,6 +242,91 @@ data class GenerateResult(
 ) {
     internal constructor(r: ember_generate_result) :
         this(StopReason.of(r.stop_reason), r.prompt_tokens, r.generated_tokens, r.prompt_ms, r.generate_ms)
+}
+
+/** How to make a [ChatSession]. */
+data class ChatParams @JvmOverloads constructor(
+    /** The conversation's first message, as role "system"; null for none (the template may add its own). */
+    val systemPrompt: String? = null,
+    /** A Jinja chat template to use instead of the model's; null: the model's own, or a built-in for its architecture. */
+    val template: String? = null,
+    /** The session's context: [ContextParams.nCtx] bounds the conversation (older turns are dropped beyond it). */
+    val context: ContextParams = ContextParams(),
+    /** Tools the template describes to the model: a JSON array of tool schemas, or null. */
+    val toolsJson: String? = null,
+    /** More template variables, a JSON object (`{"enable_thinking": false}`), or null. */
+    val templateVarsJson: String? = null,
+    /** Unix seconds (UTC) the template's `strftime_now()` sees; null: the clock. */
+    val now: Long? = if (Defaults.chat.pin_now.bool()) Defaults.chat.now_unix else null,
+) {
+    /** The native struct; the strings it points to live in [keep] until the call is over. */
+    internal fun toNative(keep: MutableList<Any>): ember_chat_params = nativeChatParams().also { p ->
+        fun kept(s: String?) = s?.let { cString(it).also(keep::add) }
+        p.chat_template = kept(template)
+        p.tools_json = kept(toolsJson)
+        p.template_vars_json = kept(templateVarsJson)
+        p.pin_now = (now != null).byte()
+        p.now_unix = now ?: 0L
+    }
+}
+
+/** What one [ChatSession] reply did. */
+data class ChatResult(
+    val stopReason: StopReason,
+    /** Tokens of the whole rendered conversation. */
+    val promptTokens: Int,
+    /** Of those, tokens already in the cache from earlier turns (not processed again). */
+    val promptReused: Int,
+    /** Tokens processed for this reply: [promptTokens] - [promptReused]. */
+    val promptProcessed: Int,
+    /** Tokens of the reply (not counting the end-of-turn token). */
+    val generatedTokens: Int,
+    /** Messages dropped from the start of the conversation (after the system messages) to make it fit. */
+    val droppedMessages: Int,
+    val promptMs: Double,
+    val generateMs: Double,
+) {
+    internal constructor(r: ember_chat_result) : this(
+        StopReason.of(r.stop_reason), r.prompt_tokens, r.prompt_reused, r.prompt_processed,
+        r.generated_tokens, r.dropped_messages, r.prompt_ms, r.generate_ms,
+    )
+}
+
+/** Where a [ChatSession]'s template came from. */
+enum class TemplateOrigin(val code: Int) {
+    /** The model file's own (`tokenizer.chat_template`). */
+    MODEL(EMBER_TEMPLATE_MODEL),
+
+    /** [ChatParams.template]. */
+    GIVEN(EMBER_TEMPLATE_GIVEN),
+
+    /** The file has none: a built-in one for its architecture ([ChatInfo.builtinTemplate] names it). */
+    BUILTIN(EMBER_TEMPLATE_BUILTIN),
+
+    /** An origin this version of the bindings does not know. */
+    UNKNOWN(-1),
+    ;
+
+    companion object {
+        internal fun of(code: Int) = entries.firstOrNull { it.code == code } ?: UNKNOWN
+    }
+}
+
+/** A [ChatSession]'s state. */
+data class ChatInfo(
+    val templateOrigin: TemplateOrigin,
+    /** "chatml", "gemma", "llama3" when [templateOrigin] is [TemplateOrigin.BUILTIN], else null. */
+    val builtinTemplate: String?,
+    /** Messages in the conversation (the system prompt and replies included). */
+    val nMessages: Int,
+    /** Positions of the context filled. */
+    val nPast: Int,
+    /** Positions the context holds. */
+    val nCtx: Int,
+) {
+    internal constructor(i: ember_chat_info) : this(
+        TemplateOrigin.of(i.template_origin), i.builtin_template?.getString(0, "UTF-8"), i.n_messages, i.n_past, i.n_ctx,
+    )
 }
 
 /** What a model is: its shape and size. */
