@@ -4,6 +4,7 @@
 pub mod chat;
 pub mod error;
 pub mod ffi;
+mod fnv;
 pub mod gguf;
 pub mod kernels;
 pub mod model;

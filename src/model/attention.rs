@@ -5,8 +5,8 @@ use std::sync::Mutex;
 
 use half::f16;
 
+use super::kv::{KvBuf, LayerKv};
 use crate::kernels::{Kernels, Pool};
-use crate::runtime::kv::{KvBuf, LayerKv};
 
 /// Shape and position of one attention call.
 #[derive(Clone, Copy, Debug)]

@@ -4,10 +4,10 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use super::kv::KvCache;
 use crate::error::{Error, Result};
 use crate::kernels::{self, ActFormat, Kernels, Pool};
 use crate::quant::dequantize_row;
-use crate::runtime::kv::KvCache;
 use crate::tokenizer::Token;
 
 use super::attention::{self, AttnShape, ScoreRows};

@@ -3,6 +3,7 @@
 pub mod attention;
 pub mod config;
 pub(crate) mod forward;
+pub mod kv;
 pub mod ops;
 pub mod weights;
 
@@ -218,8 +219,8 @@ impl Model {
 }
 
 fn fingerprint(file: &GgufFile) -> u64 {
-    use crate::runtime::state::fnv1a;
-    let mut h = fnv1a(0xcbf2_9ce4_8422_2325, &file.file_size().to_le_bytes());
+    use crate::fnv::{fnv1a, FNV_INIT};
+    let mut h = fnv1a(FNV_INIT, &file.file_size().to_le_bytes());
     for t in file.tensors() {
         h = fnv1a(h, t.name.as_bytes());
         h = fnv1a(h, &t.ty.id().to_le_bytes());

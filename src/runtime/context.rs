@@ -12,7 +12,7 @@ use crate::model::forward::{self, ForwardState, Outputs, Scratch};
 use crate::model::Model;
 use crate::tokenizer::Token;
 
-use super::kv::{KvCache, KvType};
+use crate::model::kv::{KvCache, KvType};
 
 /// How to create a context.
 #[derive(Clone, Copy, Debug)]

@@ -14,22 +14,12 @@ use std::path::Path;
 use crate::error::{Error, Result};
 
 use super::context::Context;
-use super::kv::KvType;
+use crate::fnv::{fnv1a, FNV_INIT};
+use crate::model::kv::KvType;
 
 const MAGIC: &[u8; 4] = b"EMBS";
 const VERSION: u32 = 1;
 const HEADER: usize = 4 + 4 + 8 + 4 + 4 + 4 + 4 + 4 + 8 + 4;
-
-pub(crate) fn fnv1a(h: u64, bytes: &[u8]) -> u64 {
-    let mut h = h;
-    for &b in bytes {
-        h ^= b as u64;
-        h = h.wrapping_mul(0x100_0000_01b3);
-    }
-    h
-}
-
-const FNV_INIT: u64 = 0xcbf2_9ce4_8422_2325;
 
 struct Writer<'a> {
     buf: &'a mut [u8],
