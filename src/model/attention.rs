@@ -20,6 +20,8 @@ pub struct AttnShape {
     pub head_dim_v: usize,
     /// Multiplier of q·k.
     pub scale: f32,
+    /// tanh soft-capping of the scaled scores (0 = off; gemma2).
+    pub softcap: f32,
     /// Sliding window (keys at distance >= window are masked); 0 = none.
     pub window: usize,
 }
@@ -135,6 +137,9 @@ fn head(
     let mut max = f32::NEG_INFINITY;
     for (j, sj) in sc.iter_mut().enumerate() {
         *sj = kr.dot(k, (start + j) * k_dim + kvh * hd, hd, qh) * s.scale;
+        if s.softcap > 0.0 {
+            *sj = s.softcap * (*sj / s.softcap).tanh();
+        }
         max = max.max(*sj);
     }
     let mut sum = 0.0f64;

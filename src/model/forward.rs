@@ -1,17 +1,20 @@
-//! The transformer forward pass for every supported architecture. The families differ in
-//! a handful of places (embedding scale, q/k norms, sandwich norms, activation, biases),
-//! all read from the configuration, so one pass serves them all.
+//! The one transformer forward pass, narrated: embed the tokens, then per layer an
+//! attention block and a feed-forward block, each added to the residual stream, then the
+//! final norm and the logits. Families differ only in which kinds of block they are made
+//! of (see `blocks.rs`) and in values of the configuration; this pass dispatches on those.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use super::kv::KvCache;
 use crate::error::{Error, Result};
-use crate::kernels::{self, ActFormat, Kernels, Pool};
+use crate::kernels::{self, ActFormat, Kernels, Matrix, Pool};
 use crate::quant::dequantize_row;
 use crate::tokenizer::Token;
 
 use super::attention::{self, AttnShape, ScoreRows};
-use super::config::Arch;
+use super::blocks::{Attention, FeedForward, Ffn, LayerWeights, QkvProj};
+use super::config::Activation;
+use super::kv::KvCache;
+use super::moe::{self, MoeScratch};
 use super::ops;
 use super::ModelInner;
 
@@ -23,20 +26,34 @@ pub struct Scratch {
     q: Vec<f32>,
     k: Vec<f32>,
     v: Vec<f32>,
+    /// Output of a fused q·k·v projection before it is split (empty when none is fused).
+    qkv: Vec<f32>,
     att: Vec<f32>,
     proj: Vec<f32>,
     gate: Vec<f32>,
+    /// Twice the widest FFN: a fused gate+up projection lands here whole.
     up: Vec<f32>,
     act: Vec<u8>,
     scores: ScoreRows,
     rope_cs: Vec<f32>,
     rope_cs_swa: Vec<f32>,
+    moe: Option<MoeScratch>,
 }
 
 impl Scratch {
     pub fn new(m: &ModelInner, n_batch: usize, n_ctx: usize, n_threads: usize) -> Scratch {
         let c = &m.config;
-        let act_row = m.max_act_row_bytes;
+        let fused = m
+            .weights
+            .layers
+            .iter()
+            .any(|l| matches!(l.attn.qkv, QkvProj::Fused(_)));
+        let qkv_w = if fused {
+            c.q_dim() + c.kv_dim() + c.kv_dim_v()
+        } else {
+            0
+        };
+        let ff = c.max_ff();
         Scratch {
             n_batch,
             x: vec![0.0; n_batch * c.n_embd],
@@ -44,32 +61,47 @@ impl Scratch {
             q: vec![0.0; n_batch * c.q_dim()],
             k: vec![0.0; n_batch * c.kv_dim()],
             v: vec![0.0; n_batch * c.kv_dim_v()],
+            qkv: vec![0.0; n_batch * qkv_w],
             att: vec![0.0; n_batch * c.n_head * c.head_dim_v],
             proj: vec![0.0; n_batch * c.n_embd],
-            gate: vec![0.0; n_batch * c.n_ff],
-            up: vec![0.0; n_batch * c.n_ff],
-            act: vec![0; n_batch * act_row],
+            gate: vec![0.0; n_batch * ff],
+            up: vec![0.0; n_batch * 2 * ff],
+            act: vec![0; n_batch * m.max_act_row_bytes],
             scores: ScoreRows::new(n_threads, n_ctx),
             rope_cs: vec![0.0; n_batch * c.rope.n_dims],
             rope_cs_swa: vec![0.0; n_batch * c.rope_swa.n_dims],
+            moe: c.moe.map(|mc| MoeScratch::new(&mc, n_batch, c.n_embd)),
         }
     }
 
     /// Bytes held by the scratch buffers.
     pub fn size_bytes(&self) -> usize {
-        4 * (self.x.len()
-            + self.xn.len()
-            + self.q.len()
-            + self.k.len()
-            + self.v.len()
-            + self.att.len()
-            + self.proj.len()
-            + self.gate.len()
-            + self.up.len()
-            + self.rope_cs.len()
-            + self.rope_cs_swa.len())
+        4 * [
+            &self.x,
+            &self.xn,
+            &self.q,
+            &self.k,
+            &self.v,
+            &self.qkv,
+            &self.att,
+            &self.proj,
+            &self.gate,
+            &self.up,
+            &self.rope_cs,
+            &self.rope_cs_swa,
+        ]
+        .iter()
+        .map(|b| b.len())
+        .sum::<usize>()
             + self.act.len()
             + self.scores.size_bytes()
+            + self.moe.as_ref().map_or(0, MoeScratch::size_bytes)
+    }
+
+    /// (expert weight passes, expert token rows) since the context was made: decode makes
+    /// k passes of one row per layer; a batch makes one pass per chosen expert per layer.
+    pub fn expert_counts(&self) -> (u64, u64) {
+        self.moe.as_ref().map_or((0, 0), |m| (m.passes, m.rows))
     }
 }
 
@@ -117,6 +149,49 @@ fn project(
     Ok(())
 }
 
+/// The buffers a gated FFN works in: its hidden activations and quantized inputs.
+pub struct GluBuffers<'a> {
+    pub gate: &'a mut [f32],
+    pub up: &'a mut [f32],
+    pub act: &'a mut [u8],
+}
+
+/// `down(act(gate(x)) * up(x))` for `n` rows of `x`, into `out`: the dense FFN, one
+/// routed expert, or a shared expert.
+#[allow(clippy::too_many_arguments)]
+pub fn glu_ffn(
+    pool: &Pool,
+    k: &Kernels,
+    activation: Activation,
+    [gate_w, up_w, down_w]: &[Matrix<'_>; 3],
+    x: &[f32],
+    n: usize,
+    b: &mut GluBuffers<'_>,
+    out: &mut [f32],
+) -> Result<()> {
+    let ff = gate_w.rows;
+    let gate = &mut b.gate[..n * ff];
+    let up = &mut b.up[..n * ff];
+    project(
+        pool,
+        k,
+        &[gate_w, up_w],
+        x,
+        n,
+        b.act,
+        &mut [&mut *gate, &mut *up],
+    )?;
+    glu(activation, gate, up);
+    kernels::matmul(pool, k, down_w, gate, n, b.act, out)
+}
+
+fn glu(activation: Activation, gate: &mut [f32], up: &[f32]) {
+    match activation {
+        Activation::Silu => ops::swiglu(gate, up),
+        Activation::GeluTanh => ops::geglu(gate, up),
+    }
+}
+
 /// Runs `tokens` (at most `n_batch`) at positions `pos0..`, writing their keys and values
 /// into the cache and the logits of the requested rows into `st.logits`.
 pub fn forward(
@@ -126,14 +201,23 @@ pub fn forward(
     pos0: usize,
     outputs: Outputs,
 ) -> Result<()> {
-    let c = &m.config;
-    let w = &m.weights;
-    let file = m.file.bytes();
-    let n = tokens.len();
-    let sc = &mut *st.scratch;
-    debug_assert!(n <= sc.n_batch && pos0 + n <= st.kv.n_ctx);
-    let (d, ff) = (c.n_embd, c.n_ff);
+    embed(m, st.scratch, tokens)?;
+    fill_rope(m, st, tokens.len(), pos0);
+    for (il, lw) in m.weights.layers.iter().enumerate() {
+        if st.abort.load(Ordering::Relaxed) {
+            return Err(Error::Aborted);
+        }
+        attention_block(m, st, il, &lw.attn, tokens.len(), pos0)?;
+        ffn_block(m, st, lw, tokens.len())?;
+    }
+    output(m, st, tokens.len(), outputs)
+}
 
+/// The token embeddings, scaled where the family scales them: the residual stream's start.
+fn embed(m: &ModelInner, sc: &mut Scratch, tokens: &[Token]) -> Result<()> {
+    let (c, w, file) = (&m.config, &m.weights, m.file.bytes());
+    let d = c.n_embd;
+    debug_assert!(tokens.len() <= sc.n_batch);
     for (t, &tok) in tokens.iter().enumerate() {
         if tok as usize >= c.n_vocab {
             return Err(Error::InvalidToken {
@@ -141,177 +225,275 @@ pub fn forward(
                 n_vocab: c.n_vocab,
             });
         }
-        let row = w.tok_embd.row(file, tok as usize);
-        dequantize_row(w.tok_embd.ty, row, &mut sc.x[t * d..(t + 1) * d])?;
+        let x = &mut sc.x[t * d..(t + 1) * d];
+        dequantize_row(w.tok_embd.ty, w.tok_embd.row(file, tok as usize), x)?;
         if let Some(s) = c.embed_scale {
-            for v in &mut sc.x[t * d..(t + 1) * d] {
-                *v *= s;
-            }
+            x.iter_mut().for_each(|v| *v *= s);
         }
     }
+    Ok(())
+}
 
-    let freq_factors = w.rope_freqs.as_ref().map(|f| f.get(file));
-    let nr = c.rope.n_dims;
-    let nr_swa = c.rope_swa.n_dims;
+/// RoPE's (cos, sin) pairs for every position of the batch, for global and local layers.
+fn fill_rope(m: &ModelInner, st: &mut ForwardState<'_>, n: usize, pos0: usize) {
+    let file = m.file.bytes();
+    let factors = m
+        .weights
+        .freq_factors
+        .for_ctx(st.kv.n_ctx)
+        .map(|f| f.get(file));
+    let sc = &mut *st.scratch;
+    let (nr, nr_swa) = (m.config.rope.n_dims, m.config.rope_swa.n_dims);
     for t in 0..n {
-        m.rope.fill(
-            pos0 + t,
-            freq_factors,
-            &mut sc.rope_cs[t * nr..(t + 1) * nr],
-        );
+        m.rope
+            .fill(pos0 + t, factors, &mut sc.rope_cs[t * nr..(t + 1) * nr]);
         m.rope_swa.fill(
             pos0 + t,
             None,
             &mut sc.rope_cs_swa[t * nr_swa..(t + 1) * nr_swa],
         );
     }
+}
 
-    let (qd, kd, vd) = (c.q_dim(), c.kv_dim(), c.kv_dim_v());
-    let od = c.n_head * c.head_dim_v;
-    for (il, lw) in w.layers.iter().enumerate() {
-        if st.abort.load(Ordering::Relaxed) {
-            return Err(Error::Aborted);
-        }
-        let swa = c.swa_layers[il];
-        let x = &mut sc.x[..n * d];
-        let xn = &mut sc.xn[..n * d];
-        let attn_norm = lw.attn_norm.get(file);
-        for (xr, on) in x.chunks_exact(d).zip(xn.chunks_exact_mut(d)) {
-            ops::rms_norm(xr, Some(attn_norm), c.rms_eps, on);
-        }
-        let q = &mut sc.q[..n * qd];
-        let k = &mut sc.k[..n * kd];
-        let v = &mut sc.v[..n * vd];
-        project(
-            st.pool,
-            st.kernels,
-            &[
-                &lw.wq.matrix(file),
-                &lw.wk.matrix(file),
-                &lw.wv.matrix(file),
-            ],
-            xn,
-            n,
-            &mut sc.act,
-            &mut [&mut *q, &mut *k, &mut *v],
-        )?;
-        if let Some(b) = &lw.bq {
-            ops::add_bias(q, b.get(file));
-        }
-        if let Some(b) = &lw.bk {
-            ops::add_bias(k, b.get(file));
-        }
-        if let Some(b) = &lw.bv {
-            ops::add_bias(v, b.get(file));
-        }
-        if let Some(qn) = &lw.q_norm {
-            let qn = qn.get(file);
-            for h in q.chunks_exact_mut(c.head_dim) {
-                ops::rms_norm_inplace(h, qn, c.rms_eps);
-            }
-        }
-        if let Some(kn) = &lw.k_norm {
-            let kn = kn.get(file);
-            for h in k.chunks_exact_mut(c.head_dim) {
-                ops::rms_norm_inplace(h, kn, c.rms_eps);
-            }
-        }
-        let (rope, cs, nr) = if swa {
-            (&m.rope_swa, &sc.rope_cs_swa, nr_swa)
-        } else {
-            (&m.rope, &sc.rope_cs, nr)
-        };
-        for t in 0..n {
-            let cs = &cs[t * nr..(t + 1) * nr];
-            rope.apply(&mut q[t * qd..(t + 1) * qd], c.head_dim, cs);
-            rope.apply(&mut k[t * kd..(t + 1) * kd], c.head_dim, cs);
-        }
-        let layer_kv = &mut st.kv.layers[il];
-        layer_kv.k.write(pos0, kd, k);
-        layer_kv.v.write(pos0, vd, v);
-
-        let shape = AttnShape {
-            n_tok: n,
-            pos0,
-            n_head: c.n_head,
-            n_head_kv: c.n_head_kv,
-            head_dim: c.head_dim,
-            head_dim_v: c.head_dim_v,
-            scale: c.attn_scale,
-            window: if swa { c.sliding_window } else { 0 },
-        };
-        let att = &mut sc.att[..n * od];
-        attention::attention(st.pool, st.kernels, &shape, q, layer_kv, &sc.scores, att);
-
-        let proj = &mut sc.proj[..n * d];
-        kernels::matmul(
-            st.pool,
-            st.kernels,
-            &lw.wo.matrix(file),
-            att,
-            n,
-            &mut sc.act,
-            proj,
-        )?;
-        if let Some(pn) = &lw.attn_post_norm {
-            let pn = pn.get(file);
-            for r in proj.chunks_exact_mut(d) {
-                ops::rms_norm_inplace(r, pn, c.rms_eps);
-            }
-        }
-        let x = &mut sc.x[..n * d];
-        ops::add_assign(x, proj);
-
-        let xn = &mut sc.xn[..n * d];
-        let ffn_norm = lw.ffn_norm.get(file);
-        for (xr, on) in x.chunks_exact(d).zip(xn.chunks_exact_mut(d)) {
-            ops::rms_norm(xr, Some(ffn_norm), c.rms_eps, on);
-        }
-        let gate = &mut sc.gate[..n * ff];
-        let up = &mut sc.up[..n * ff];
-        project(
-            st.pool,
-            st.kernels,
-            &[&lw.ffn_gate.matrix(file), &lw.ffn_up.matrix(file)],
-            xn,
-            n,
-            &mut sc.act,
-            &mut [&mut *gate, &mut *up],
-        )?;
-        match c.arch {
-            Arch::Gemma3 => ops::geglu(gate, up),
-            Arch::Llama | Arch::Qwen2 => ops::swiglu(gate, up),
-        }
-        kernels::matmul(
-            st.pool,
-            st.kernels,
-            &lw.ffn_down.matrix(file),
-            gate,
-            n,
-            &mut sc.act,
-            proj,
-        )?;
-        if let Some(pn) = &lw.ffn_post_norm {
-            let pn = pn.get(file);
-            for r in proj.chunks_exact_mut(d) {
-                ops::rms_norm_inplace(r, pn, c.rms_eps);
-            }
-        }
-        ops::add_assign(x, proj);
+fn rms_rows(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
+    for (xr, on) in x.chunks_exact(w.len()).zip(out.chunks_exact_mut(w.len())) {
+        ops::rms_norm(xr, Some(w), eps, on);
     }
+}
 
+/// Normalises each chunk of `x` as long as `w`: per head or per row, as the weight says.
+fn rms_chunks(x: &mut [f32], w: &[f32], eps: f32) {
+    for h in x.chunks_exact_mut(w.len()) {
+        ops::rms_norm_inplace(h, w, eps);
+    }
+}
+
+/// x += attention(norm(x)): projections, q/k norms, RoPE, the cache, attention, output.
+fn attention_block(
+    m: &ModelInner,
+    st: &mut ForwardState<'_>,
+    il: usize,
+    a: &Attention,
+    n: usize,
+    pos0: usize,
+) -> Result<()> {
+    let (c, file) = (&m.config, m.file.bytes());
+    let sc = &mut *st.scratch;
+    let d = c.n_embd;
+    let (qd, kd, vd) = (c.q_dim(), c.kv_dim(), c.kv_dim_v());
+    rms_rows(
+        &sc.x[..n * d],
+        a.norm.get(file),
+        c.rms_eps,
+        &mut sc.xn[..n * d],
+    );
+    let (q, k, v) = (
+        &mut sc.q[..n * qd],
+        &mut sc.k[..n * kd],
+        &mut sc.v[..n * vd],
+    );
+    let xn = &sc.xn[..n * d];
+    match &a.qkv {
+        QkvProj::Separate {
+            wq,
+            wk,
+            wv,
+            bq,
+            bk,
+            bv,
+        } => {
+            let ws = [&wq.matrix(file), &wk.matrix(file), &wv.matrix(file)];
+            project(
+                st.pool,
+                st.kernels,
+                &ws,
+                xn,
+                n,
+                &mut sc.act,
+                &mut [&mut *q, &mut *k, &mut *v],
+            )?;
+            for (b, out) in [(bq, &mut *q), (bk, &mut *k), (bv, &mut *v)] {
+                if let Some(b) = b {
+                    ops::add_bias(out, b.get(file));
+                }
+            }
+        }
+        QkvProj::Fused(w) => {
+            let qkv = &mut sc.qkv[..n * (qd + kd + vd)];
+            kernels::matmul(
+                st.pool,
+                st.kernels,
+                &w.matrix(file),
+                xn,
+                n,
+                &mut sc.act,
+                qkv,
+            )?;
+            for (t, row) in qkv.chunks_exact(qd + kd + vd).enumerate() {
+                q[t * qd..(t + 1) * qd].copy_from_slice(&row[..qd]);
+                k[t * kd..(t + 1) * kd].copy_from_slice(&row[qd..qd + kd]);
+                v[t * vd..(t + 1) * vd].copy_from_slice(&row[qd + kd..]);
+            }
+        }
+    }
+    if let Some(w) = &a.q_norm {
+        rms_chunks(q, w.get(file), c.rms_eps);
+    }
+    if let Some(w) = &a.k_norm {
+        rms_chunks(k, w.get(file), c.rms_eps);
+    }
+    let swa = c.swa_layers[il];
+    let (rope, cs, nr) = if swa {
+        (&m.rope_swa, &sc.rope_cs_swa, c.rope_swa.n_dims)
+    } else {
+        (&m.rope, &sc.rope_cs, c.rope.n_dims)
+    };
+    for t in 0..n {
+        let cs = &cs[t * nr..(t + 1) * nr];
+        rope.apply(&mut q[t * qd..(t + 1) * qd], c.head_dim, cs);
+        rope.apply(&mut k[t * kd..(t + 1) * kd], c.head_dim, cs);
+    }
+    let layer_kv = &mut st.kv.layers[il];
+    layer_kv.k.write(pos0, kd, k);
+    layer_kv.v.write(pos0, vd, v);
+
+    let shape = AttnShape {
+        n_tok: n,
+        pos0,
+        n_head: c.n_head,
+        n_head_kv: c.n_head_kv,
+        head_dim: c.head_dim,
+        head_dim_v: c.head_dim_v,
+        scale: c.attn_scale,
+        softcap: c.attn_softcap,
+        window: if swa { c.sliding_window } else { 0 },
+    };
+    let att = &mut sc.att[..n * c.n_head * c.head_dim_v];
+    attention::attention(st.pool, st.kernels, &shape, q, layer_kv, &sc.scores, att);
+    let proj = &mut sc.proj[..n * d];
+    kernels::matmul(
+        st.pool,
+        st.kernels,
+        &a.wo.matrix(file),
+        att,
+        n,
+        &mut sc.act,
+        proj,
+    )?;
+    if let Some(pn) = &a.post_norm {
+        rms_chunks(proj, pn.get(file), c.rms_eps);
+    }
+    ops::add_assign(&mut sc.x[..n * d], proj);
+    Ok(())
+}
+
+/// x += ffn(norm(x)): dense, fused gate+up, or routed experts.
+fn ffn_block(m: &ModelInner, st: &mut ForwardState<'_>, lw: &LayerWeights, n: usize) -> Result<()> {
+    let (c, file) = (&m.config, m.file.bytes());
+    let f: &FeedForward = &lw.ffn;
+    let sc = &mut *st.scratch;
+    let d = c.n_embd;
+    rms_rows(
+        &sc.x[..n * d],
+        f.norm.get(file),
+        c.rms_eps,
+        &mut sc.xn[..n * d],
+    );
+    let xn = &sc.xn[..n * d];
+    let proj = &mut sc.proj[..n * d];
+    let mut bufs = GluBuffers {
+        gate: &mut sc.gate,
+        up: &mut sc.up,
+        act: &mut sc.act,
+    };
+    match &f.ffn {
+        Ffn::Dense { gate, up, down } => {
+            let mats = [gate.matrix(file), up.matrix(file), down.matrix(file)];
+            glu_ffn(
+                st.pool,
+                st.kernels,
+                c.activation,
+                &mats,
+                xn,
+                n,
+                &mut bufs,
+                proj,
+            )?;
+        }
+        Ffn::FusedGateUp { gate_up, down } => {
+            let ff = down.cols;
+            let gu = &mut bufs.up[..n * 2 * ff];
+            kernels::matmul(
+                st.pool,
+                st.kernels,
+                &gate_up.matrix(file),
+                xn,
+                n,
+                bufs.act,
+                gu,
+            )?;
+            let gate = &mut bufs.gate[..n * ff];
+            for (g, row) in gate.chunks_exact_mut(ff).zip(gu.chunks_exact(2 * ff)) {
+                g.copy_from_slice(&row[..ff]);
+                glu(c.activation, g, &row[ff..]);
+            }
+            kernels::matmul(
+                st.pool,
+                st.kernels,
+                &down.matrix(file),
+                gate,
+                n,
+                bufs.act,
+                proj,
+            )?;
+        }
+        Ffn::Moe(w) => {
+            let (Some(mc), Some(ms)) = (&c.moe, sc.moe.as_mut()) else {
+                return Err(Error::Unsupported(
+                    "MoE block without an MoE configuration".into(),
+                ));
+            };
+            moe::moe_ffn(
+                st.pool,
+                st.kernels,
+                file,
+                mc,
+                c.activation,
+                w,
+                xn,
+                n,
+                &mut bufs,
+                ms,
+                proj,
+            )?;
+        }
+    }
+    if let Some(pn) = &f.post_norm {
+        rms_chunks(proj, pn.get(file), c.rms_eps);
+    }
+    ops::add_assign(&mut sc.x[..n * d], proj);
+    Ok(())
+}
+
+/// The final norm and the output projection for the rows `outputs` asks for.
+fn output(m: &ModelInner, st: &mut ForwardState<'_>, n: usize, outputs: Outputs) -> Result<()> {
+    let (c, w, file) = (&m.config, &m.weights, m.file.bytes());
+    let sc = &mut *st.scratch;
+    let d = c.n_embd;
     let (first, n_out) = match outputs {
         Outputs::Last => (n - 1, 1),
         Outputs::All => (0, n),
         Outputs::None => return Ok(()),
     };
-    let out_norm = w.output_norm.get(file);
     let x = &sc.x[first * d..(first + n_out) * d];
-    let xn = &mut sc.xn[..n_out * d];
-    for (xr, on) in x.chunks_exact(d).zip(xn.chunks_exact_mut(d)) {
-        ops::rms_norm(xr, Some(out_norm), c.rms_eps, on);
-    }
+    rms_rows(
+        x,
+        w.output_norm.get(file),
+        c.rms_eps,
+        &mut sc.xn[..n_out * d],
+    );
     let logits = &mut st.logits[..n_out * c.n_vocab];
+    let xn = &sc.xn[..n_out * d];
     kernels::matmul(
         st.pool,
         st.kernels,

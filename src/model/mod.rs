@@ -1,17 +1,27 @@
 //! Models: configuration, weights in place in the file, and the forward pass.
 
 pub mod attention;
+pub mod blocks;
 pub mod config;
+pub mod family;
 pub(crate) mod forward;
 pub mod kv;
+mod moe;
 pub mod ops;
 pub mod weights;
+
+// The families, one file each (registered in family.rs).
+mod gemma;
+mod llama;
+mod olmoe;
+mod phi3;
+mod qwen;
 
 use std::fs::File;
 use std::path::Path;
 use std::sync::Arc;
 
-pub use config::{Arch, ModelConfig};
+pub use config::{Activation, ModelConfig, MoeConfig};
 
 use crate::error::{Error, Result};
 use crate::gguf::{GgufFile, LoadOptions, Storage};
@@ -127,7 +137,7 @@ impl Model {
     /// Builds a model from an opened GGUF file.
     pub fn from_gguf(file: GgufFile) -> Result<Model> {
         let config = ModelConfig::from_gguf(&file)?;
-        let weights = Weights::load(&file, &config)?;
+        let weights = Weights::load(&file, &config, family::find(&config.arch_name)?)?;
         let mut max_act_row_bytes = 0;
         for m in weights.matrices() {
             max_act_row_bytes =

@@ -119,14 +119,13 @@ impl RopeTable {
         let n_dims = rope.n_dims as f32;
         let theta_scale = rope.base.powf(-2.0 / n_dims);
         let (freq_scale, ext_factor, mscale, corr_dims) = match rope.scaling {
-            RopeScaling::None => (1.0, 0.0, 1.0, [0.0, 0.0]),
-            RopeScaling::Linear { factor } => (1.0 / factor, 0.0, 1.0, [0.0, 0.0]),
+            RopeScaling::None => (1.0, 0.0, rope.attn_factor, [0.0, 0.0]),
+            RopeScaling::Linear { factor } => (1.0 / factor, 0.0, rope.attn_factor, [0.0, 0.0]),
             RopeScaling::Yarn {
                 factor,
                 orig_ctx,
                 beta_fast,
                 beta_slow,
-                attn_factor,
             } => {
                 let corr_dim = |n_rot: f32| {
                     n_dims * (orig_ctx as f32 / (n_rot * 2.0 * std::f32::consts::PI)).ln()
@@ -136,7 +135,7 @@ impl RopeTable {
                 let end = corr_dim(beta_slow).ceil().min(n_dims - 1.0);
                 // llama.cpp cancels its get_mscale(factor) against the 1 + 0.1 ln(factor) that
                 // the rope kernel applies (see `fill`), so only the file's attn_factor is left.
-                (1.0 / factor, 1.0, attn_factor, [start, end])
+                (1.0 / factor, 1.0, rope.attn_factor, [start, end])
             }
         };
         RopeTable {
@@ -221,6 +220,7 @@ mod tests {
             n_dims: 4,
             layout: RopeLayout::Normal,
             scaling: RopeScaling::None,
+            attn_factor: 1.0,
         };
         let t = RopeTable::new(rope);
         let mut cs = [0.0; 4];
@@ -239,6 +239,7 @@ mod tests {
             n_dims: 4,
             layout: RopeLayout::Neox,
             scaling: RopeScaling::None,
+            attn_factor: 1.0,
         };
         let t = RopeTable::new(rope);
         let mut cs = [0.0; 4];
@@ -257,6 +258,7 @@ mod tests {
                 n_dims: 8,
                 layout,
                 scaling: RopeScaling::None,
+                attn_factor: 1.0,
             });
             let x: Vec<f32> = (0..16).map(|i| (i as f32 * 0.37).sin()).collect();
             let (mut cs_p, mut cs_d, mut cs_pd) = ([0.0; 8], [0.0; 8], [0.0; 8]);

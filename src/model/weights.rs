@@ -6,7 +6,9 @@ use crate::gguf::{GgufFile, TensorInfo};
 use crate::kernels::{ActFormat, Matrix};
 use crate::quant::GgmlType;
 
-use super::config::{Arch, ModelConfig};
+use super::blocks::LayerWeights;
+use super::config::ModelConfig;
+use super::family::Family;
 
 /// A 2-D weight matrix in place in the file.
 #[derive(Clone, Copy, Debug)]
@@ -61,25 +63,34 @@ impl VecRef {
     }
 }
 
-/// The weights of one transformer block.
+/// RoPE frequency divisors per dimension pair.
 #[derive(Clone, Debug)]
-pub struct LayerWeights {
-    pub attn_norm: VecRef,
-    pub wq: MatRef,
-    pub wk: MatRef,
-    pub wv: MatRef,
-    pub wo: MatRef,
-    pub bq: Option<VecRef>,
-    pub bk: Option<VecRef>,
-    pub bv: Option<VecRef>,
-    pub q_norm: Option<VecRef>,
-    pub k_norm: Option<VecRef>,
-    pub attn_post_norm: Option<VecRef>,
-    pub ffn_norm: VecRef,
-    pub ffn_gate: MatRef,
-    pub ffn_up: MatRef,
-    pub ffn_down: MatRef,
-    pub ffn_post_norm: Option<VecRef>,
+pub enum FreqFactors {
+    None,
+    /// One set for every context (llama 3's `rope_freqs`).
+    Fixed(VecRef),
+    /// LongRoPE (phi3): the short factors while the context fits the original training
+    /// length, the long ones beyond it, chosen per context as llama.cpp does.
+    ByContext {
+        short: VecRef,
+        long: VecRef,
+        orig_ctx: usize,
+    },
+}
+
+impl FreqFactors {
+    /// The factors a context of `n_ctx` positions uses.
+    pub fn for_ctx(&self, n_ctx: usize) -> Option<&VecRef> {
+        match self {
+            FreqFactors::None => None,
+            FreqFactors::Fixed(f) => Some(f),
+            FreqFactors::ByContext {
+                short,
+                long,
+                orig_ctx,
+            } => Some(if n_ctx > *orig_ctx { long } else { short }),
+        }
+    }
 }
 
 /// All weights of a model.
@@ -90,32 +101,81 @@ pub struct Weights {
     /// The output projection (the token embedding when tied).
     pub output: MatRef,
     pub tied_output: bool,
-    /// Per-dimension RoPE frequency divisors (llama 3.1 style), if present.
-    pub rope_freqs: Option<VecRef>,
+    pub freq_factors: FreqFactors,
     pub layers: Vec<LayerWeights>,
 }
 
-struct Loader<'a> {
+/// The experts of one MoE projection: a 3-D tensor viewed in place, one matrix per expert.
+#[derive(Clone, Copy, Debug)]
+pub struct Experts {
+    /// Expert 0; expert `e` is the same shape `e * stride` bytes further on.
+    pub first: MatRef,
+    pub count: usize,
+    stride: usize,
+}
+
+impl Experts {
+    pub fn matrix<'a>(&self, file: &'a [u8], e: usize) -> Matrix<'a> {
+        let m = MatRef {
+            offset: self.first.offset + e * self.stride,
+            ..self.first
+        };
+        m.matrix(file)
+    }
+}
+
+pub struct Loader<'a> {
     file: &'a GgufFile,
 }
 
 impl<'a> Loader<'a> {
+    pub fn new(file: &'a GgufFile) -> Loader<'a> {
+        Loader { file }
+    }
+
+    pub fn file(&self) -> &'a GgufFile {
+        self.file
+    }
+
+    pub fn has(&self, name: &str) -> bool {
+        self.file.tensor(name).is_some()
+    }
+
     fn info(&self, name: &str) -> Result<&'a TensorInfo> {
         self.file
             .tensor(name)
             .ok_or_else(|| Error::tensor(name, "missing from the model file"))
     }
 
-    fn mat(&self, name: &str, cols: usize, rows: usize) -> Result<MatRef> {
+    pub fn mat(&self, name: &str, cols: usize, rows: usize) -> Result<MatRef> {
+        self.mat_of(name, &[cols, rows])
+    }
+
+    /// The `n` experts of a 3-D tensor of shape [cols, rows, n], viewed in place.
+    pub fn experts(&self, name: &str, cols: usize, rows: usize, n: usize) -> Result<Experts> {
+        let first = self.mat_of(name, &[cols, rows, n])?;
+        let stride = rows * first.row_bytes();
+        Ok(Experts {
+            first: MatRef {
+                size: stride,
+                ..first
+            },
+            count: n,
+            stride,
+        })
+    }
+
+    fn mat_of(&self, name: &str, want: &[usize]) -> Result<MatRef> {
         let t = self.info(name)?;
         let shape = t.shape();
-        let ok = shape.len() == 2 && shape[0] == cols as u64 && shape[1] == rows as u64;
+        let ok = shape.len() == want.len() && shape.iter().zip(want).all(|(&a, &b)| a == b as u64);
         if !ok {
             return Err(Error::tensor(
                 name,
-                format!("shape {shape:?}, expected [{cols}, {rows}]"),
+                format!("shape {shape:?}, expected {want:?}"),
             ));
         }
+        let (cols, rows) = (want[0], want[1]);
         ActFormat::for_weight(t.ty).map_err(|_| {
             Error::tensor(
                 name,
@@ -145,7 +205,7 @@ impl<'a> Loader<'a> {
         })
     }
 
-    fn vec(&self, name: &str, len: usize) -> Result<VecRef> {
+    pub fn vec(&self, name: &str, len: usize) -> Result<VecRef> {
         let t = self.info(name)?;
         if t.n_elements() != len as u64 || t.shape()[0] != len as u64 {
             return Err(Error::tensor(
@@ -165,7 +225,7 @@ impl<'a> Loader<'a> {
         Ok(VecRef::Owned(v))
     }
 
-    fn vec_opt(&self, name: &str, len: usize) -> Result<Option<VecRef>> {
+    pub fn vec_opt(&self, name: &str, len: usize) -> Result<Option<VecRef>> {
         if self.file.tensor(name).is_some() {
             self.vec(name, len).map(Some)
         } else {
@@ -175,7 +235,7 @@ impl<'a> Loader<'a> {
 }
 
 impl Weights {
-    pub fn load(file: &GgufFile, c: &ModelConfig) -> Result<Weights> {
+    pub fn load(file: &GgufFile, c: &ModelConfig, family: &Family) -> Result<Weights> {
         let l = Loader { file };
         let tok_embd = l.mat("token_embd.weight", c.n_embd, c.n_vocab)?;
         if !tok_embd.ty.is_supported() {
@@ -184,92 +244,37 @@ impl Weights {
                 format!("type {} is not supported", tok_embd.ty),
             ));
         }
-        let (output, tied_output) = if file.tensor("output.weight").is_some() {
+        let (output, tied_output) = if l.has("output.weight") {
             (l.mat("output.weight", c.n_embd, c.n_vocab)?, false)
         } else {
             (tok_embd, true)
         };
-        let output_norm = l.vec("output_norm.weight", c.n_embd)?;
-        let rope_freqs = l.vec_opt("rope_freqs.weight", c.rope.n_dims / 2)?;
-        let q_dim = c.n_head * c.head_dim;
-        let o_dim = c.n_head * c.head_dim_v;
-        let mut layers = Vec::with_capacity(c.n_layer);
-        for i in 0..c.n_layer {
-            let n = |s: &str| format!("blk.{i}.{s}");
-            let gemma = c.arch == Arch::Gemma3;
-            let qwen = c.arch == Arch::Qwen2;
-            let layer = LayerWeights {
-                attn_norm: l.vec(&n("attn_norm.weight"), c.n_embd)?,
-                wq: l.mat(&n("attn_q.weight"), c.n_embd, q_dim)?,
-                wk: l.mat(&n("attn_k.weight"), c.n_embd, c.kv_dim())?,
-                wv: l.mat(&n("attn_v.weight"), c.n_embd, c.kv_dim_v())?,
-                wo: l.mat(&n("attn_output.weight"), o_dim, c.n_embd)?,
-                bq: if qwen {
-                    Some(l.vec(&n("attn_q.bias"), q_dim)?)
-                } else {
-                    l.vec_opt(&n("attn_q.bias"), q_dim)?
-                },
-                bk: if qwen {
-                    Some(l.vec(&n("attn_k.bias"), c.kv_dim())?)
-                } else {
-                    l.vec_opt(&n("attn_k.bias"), c.kv_dim())?
-                },
-                bv: if qwen {
-                    Some(l.vec(&n("attn_v.bias"), c.kv_dim_v())?)
-                } else {
-                    l.vec_opt(&n("attn_v.bias"), c.kv_dim_v())?
-                },
-                q_norm: if gemma {
-                    Some(l.vec(&n("attn_q_norm.weight"), c.head_dim)?)
-                } else {
-                    None
-                },
-                k_norm: if gemma {
-                    Some(l.vec(&n("attn_k_norm.weight"), c.head_dim)?)
-                } else {
-                    None
-                },
-                attn_post_norm: if gemma {
-                    Some(l.vec(&n("post_attention_norm.weight"), c.n_embd)?)
-                } else {
-                    None
-                },
-                ffn_norm: l.vec(&n("ffn_norm.weight"), c.n_embd)?,
-                ffn_gate: l.mat(&n("ffn_gate.weight"), c.n_embd, c.n_ff)?,
-                ffn_up: l.mat(&n("ffn_up.weight"), c.n_embd, c.n_ff)?,
-                ffn_down: l.mat(&n("ffn_down.weight"), c.n_ff, c.n_embd)?,
-                ffn_post_norm: if gemma {
-                    Some(l.vec(&n("post_ffw_norm.weight"), c.n_embd)?)
-                } else {
-                    None
-                },
-            };
-            layers.push(layer);
-        }
+        let layers = (0..c.n_layer)
+            .map(|il| (family.layer)(&l, c, il))
+            .collect::<Result<Vec<_>>>()?;
         Ok(Weights {
             tok_embd,
-            output_norm,
+            output_norm: l.vec("output_norm.weight", c.n_embd)?,
             output,
             tied_output,
-            rope_freqs,
+            freq_factors: (family.freq_factors)(&l, c)?,
             layers,
         })
     }
 
-    /// Every matrix, for sizing scratch buffers.
+    /// Every matrix (one per expert tensor), for sizing scratch buffers.
     pub fn matrices(&self) -> impl Iterator<Item = &MatRef> {
         [&self.tok_embd, &self.output]
             .into_iter()
-            .chain(self.layers.iter().flat_map(|l| {
-                [
-                    &l.wq,
-                    &l.wk,
-                    &l.wv,
-                    &l.wo,
-                    &l.ffn_gate,
-                    &l.ffn_up,
-                    &l.ffn_down,
-                ]
-            }))
+            .chain(self.layers.iter().flat_map(|l| l.matrices()))
     }
+}
+
+/// Llama 3's `rope_freqs.weight`, when the file has it: the default for families without
+/// factors of their own.
+pub fn rope_freqs(l: &Loader<'_>, c: &ModelConfig) -> Result<FreqFactors> {
+    Ok(match l.vec_opt("rope_freqs.weight", c.rope.n_dims / 2)? {
+        Some(f) => FreqFactors::Fixed(f),
+        None => FreqFactors::None,
+    })
 }

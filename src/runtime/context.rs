@@ -187,6 +187,13 @@ impl Context {
     }
 
     /// Name of the kernel set in use.
+    /// (expert weight passes, expert token rows) of an MoE model since this context was
+    /// made, (0, 0) for a dense one: each token costs k rows, and a batch reads each chosen
+    /// expert's weights once.
+    pub fn expert_counts(&self) -> (u64, u64) {
+        self.scratch.expert_counts()
+    }
+
     pub fn kernels_name(&self) -> &'static str {
         self.kernels.name
     }
@@ -229,7 +236,11 @@ impl Context {
         let inner = &self.model.inner;
         let c = &inner.config;
         let file = inner.file.bytes();
-        let freq_factors = inner.weights.rope_freqs.as_ref().map(|f| f.get(file));
+        let freq_factors = inner
+            .weights
+            .freq_factors
+            .for_ctx(self.kv.n_ctx)
+            .map(|f| f.get(file));
         let n_move = n_past - n_keep - n_discard;
         let (kd, vd) = (self.kv.k_dim, self.kv.v_dim);
         for (il, layer) in self.kv.layers.iter_mut().enumerate() {
