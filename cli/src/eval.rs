@@ -45,7 +45,7 @@ pub fn run(a: Args) -> ember::Result<()> {
     })?;
     let model = Model::load(&a.model, &ModelParams::default())?;
     let lines = tokenize_lines(&model, &bytes, a.no_bos)?;
-    let longest = lines.iter().map(Vec::len).max().unwrap_or(0);
+    let longest = lines.iter().map(|(_, t)| t.len()).max().unwrap_or(0);
     if longest == 0 {
         // Nothing to score (no non-empty line, or lines that encode to no tokens): no
         // context is made, so an empty file costs only the model load.
@@ -58,15 +58,11 @@ pub fn run(a: Args) -> ember::Result<()> {
     // the longest line whole. Longer than the trained context, the model's positions would
     // be ones it never saw, so that is refused rather than scored.
     let n_ctx_train = model.n_ctx_train();
-    if let Some((k, t)) = lines
-        .iter()
-        .enumerate()
-        .find(|(_, t)| t.len() > n_ctx_train)
-    {
+    if let Some((k, t)) = lines.iter().find(|(_, t)| t.len() > n_ctx_train) {
         return Err(Error::InvalidArgument(format!(
             "line {} of {} is {} tokens long, more than the model's training context of {} \
              tokens",
-            k + 1,
+            k,
             a.file.display(),
             t.len(),
             n_ctx_train
@@ -83,7 +79,7 @@ pub fn run(a: Args) -> ember::Result<()> {
         },
     )?;
     let mut out = std::io::stdout().lock();
-    for tokens in &lines {
+    for (_, tokens) in &lines {
         let row = if a.top1 {
             score_top1(&mut ctx, tokens)?
         } else {
@@ -97,11 +93,16 @@ pub fn run(a: Args) -> ember::Result<()> {
     Ok(())
 }
 
-/// The tokens of each non-empty line, encoded exactly as `ember tokenize [--no-bos] LINE`
+/// The tokens of each non-empty line, with its line number in the file (from 1, for error
+/// messages), encoded exactly as `ember tokenize [--no-bos] LINE`
 /// encodes that line: the bytes between newlines (a trailing `\r` dropped, so a file with
 /// CRLF line ends scores the same text), special-token text not parsed, BOS and EOS as the
 /// model's metadata says unless `no_bos`.
-fn tokenize_lines(model: &Model, bytes: &[u8], no_bos: bool) -> ember::Result<Vec<Vec<Token>>> {
+fn tokenize_lines(
+    model: &Model,
+    bytes: &[u8],
+    no_bos: bool,
+) -> ember::Result<Vec<(usize, Vec<Token>)>> {
     let tok = model.tokenizer();
     for w in tok.warnings() {
         eprintln!("ember: warning: {w}");
@@ -114,8 +115,9 @@ fn tokenize_lines(model: &Model, bytes: &[u8], no_bos: bool) -> ember::Result<Ve
     bytes
         .split(|&b| b == b'\n')
         .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
-        .filter(|l| !l.is_empty())
-        .map(|l| tok.encode_bytes_with(l, &opts))
+        .enumerate()
+        .filter(|(_, l)| !l.is_empty())
+        .map(|(k, l)| Ok((k + 1, tok.encode_bytes_with(l, &opts)?)))
         .collect()
 }
 

@@ -221,12 +221,13 @@ fn errors_are_messages_not_panics() {
     );
     assert_error(&ember(&["eval", "-m", t, "-f", t, "--logprobs"]), "magic");
 
-    // SmolLM2 was trained on 8192 positions; this line is about 9000 tokens.
+    // SmolLM2 was trained on 8192 positions; line 3 (the file's numbering, the blank line
+    // counted) is about 9000 tokens.
     let long = dir.join("long.txt");
-    std::fs::write(&long, format!("Hi.\n{}\n", "hello ".repeat(9000))).unwrap();
+    std::fs::write(&long, format!("Hi.\n\n{}\n", "hello ".repeat(9000))).unwrap();
     assert_error(
         &ember(&["eval", "-m", m, "-f", long.to_str().unwrap(), "--top1"]),
-        "line 2 of",
+        "line 3 of",
     );
     let out = ember(&["eval", "-m", m, "-f", long.to_str().unwrap(), "--logprobs"]);
     assert_error(&out, "training context of 8192 tokens");
