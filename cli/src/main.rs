@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod chat;
+mod eval;
 mod inspect;
 mod perplexity;
 mod quantize;
@@ -40,6 +41,8 @@ enum Command {
     Template(template::Args),
     /// Perplexity of a text file, computed as llama-perplexity does.
     Perplexity(perplexity::Args),
+    /// Teacher-forced top-1 ids or log-probabilities of every line of a text file (JSON).
+    Eval(eval::Args),
     /// Prompt and generation speed, measured as llama-bench does.
     Bench(bench::Args),
     /// Requantize a model's weight matrices to IQ4_NL or IQ4_XS, as llama-quantize does.
@@ -55,6 +58,7 @@ fn main() -> ExitCode {
         Command::Chat(a) => chat::run(a),
         Command::Template(a) => template::run(a),
         Command::Perplexity(a) => perplexity::run(a),
+        Command::Eval(a) => eval::run(a),
         Command::Bench(a) => bench::run(a),
         Command::Quantize(a) => quantize::run(a),
     };
