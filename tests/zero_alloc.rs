@@ -129,8 +129,22 @@ fn check(model: &Model, sampler: SamplerParams, n_threads: usize) {
 // harness's own threads allocate now and then (its "running for over 60 seconds" notice
 // did, under qemu), which would be counted against ember.
 fn main() {
-    for name in ["smollm2", "gemma3"] {
-        let model = Model::load(common::model(name), &ModelParams::default()).unwrap();
+    // The real models, and one synthetic model per block kind they lack: routed experts
+    // (with a shared expert in qwen2moe), fused q·k·v and gate+up (phi3).
+    let synthetic = common::model_list("synthetic");
+    let mut models: Vec<(String, std::path::PathBuf)> = ["smollm2", "gemma3"]
+        .iter()
+        .map(|n| (n.to_string(), common::model(n)))
+        .collect();
+    for stem in ["llama-moe-q4_0", "qwen2moe-q8_0", "phi3-q4_0"] {
+        let path = synthetic
+            .iter()
+            .find(|p| p.file_stem().is_some_and(|s| s == stem))
+            .unwrap_or_else(|| panic!("no synthetic model {stem}"));
+        models.push((stem.to_string(), path.clone()));
+    }
+    for (name, path) in models {
+        let model = Model::load(path, &ModelParams::default()).unwrap();
         check(&model, SamplerParams::greedy(), 2);
         check(
             &model,

@@ -50,6 +50,32 @@ pub fn run(a: Args) -> ember::Result<()> {
         outln!(o, "name:          {name}");
     }
     outln!(o, "architecture:  {arch}");
+    // The configuration ember would run the file with; reading it touches no weights.
+    match ember::ModelConfig::from_gguf(&f) {
+        Ok(c) => {
+            outln!(o, "family:        {}", c.family);
+            if let Some(m) = c.moe {
+                let shared = if m.n_ff_shexp > 0 {
+                    format!(", shared expert FFN {}", m.n_ff_shexp)
+                } else {
+                    String::new()
+                };
+                outln!(
+                    o,
+                    "experts:       {} ({} used per token, expert FFN {}{shared}, weights {})",
+                    m.n_expert,
+                    m.n_expert_used,
+                    m.n_ff_exp,
+                    if m.norm_weights {
+                        "renormalised"
+                    } else {
+                        "as routed"
+                    }
+                );
+            }
+        }
+        Err(e) => outln!(o, "family:        not run by ember ({e})"),
+    }
     let prefix = format!("{arch}.");
     let mut hp: Vec<(&str, String)> = f
         .metadata()

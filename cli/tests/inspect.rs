@@ -252,3 +252,37 @@ fn errors_print_one_line_and_exit_1() {
     assert_one_line_error(&ember(&["inspect", dir.to_str().unwrap()]), "");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Every synthetic model shows the family that runs it, and the MoE ones their experts.
+#[test]
+fn synthetic_models_show_their_family_and_experts() {
+    let families = [
+        ("llama-moe", "llama", Some("4 (2 used per token")),
+        ("llama-rope-freqs", "llama", None),
+        ("llama", "llama", None),
+        ("mistral", "llama", None),
+        ("qwen2moe", "qwen2", Some("shared expert FFN")),
+        ("qwen2", "qwen2", None),
+        ("qwen3moe", "qwen3", Some("used per token")),
+        ("qwen3", "qwen3", None),
+        ("phi3", "phi3", None),
+        ("gemma2", "gemma", None),
+        ("gemma3", "gemma", None),
+        ("olmoe", "olmoe", Some("weights as routed")),
+    ];
+    let models = common::model_list("synthetic");
+    assert_eq!(models.len(), 2 * families.len(), "{models:?}");
+    for path in &models {
+        let stem = path.file_stem().unwrap().to_str().unwrap();
+        let (_, family, experts) = families
+            .iter()
+            .find(|(f, _, _)| stem.strip_prefix(f).is_some_and(|q| q.starts_with("-q")))
+            .unwrap_or_else(|| panic!("unexpected synthetic model {stem}"));
+        let text = inspect(path, &[]);
+        assert_eq!(field(&text, "family"), *family, "{stem}");
+        match experts {
+            Some(e) => assert!(field(&text, "experts").contains(e), "{stem}:\n{text}"),
+            None => assert!(!text.contains("experts:"), "{stem}"),
+        }
+    }
+}

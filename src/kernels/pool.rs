@@ -113,6 +113,8 @@ struct Shared {
     /// Evidence that workers slow operations down: +2 per operation that took longer
     /// than the caller alone would have, -1 per operation that went faster.
     score: AtomicU32,
+    /// Workers that have begun running (see `Pool::new`).
+    started: AtomicUsize,
 }
 
 /// Operations run alone once parallel ones keep losing (a decoded token is a few hundred).
@@ -180,6 +182,7 @@ impl Pool {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             solo: AtomicU32::new(0),
             score: AtomicU32::new(0),
+            started: AtomicUsize::new(0),
         });
         let mut pool = Pool {
             shared,
@@ -197,6 +200,11 @@ impl Pool {
                 // Dropping `pool` stops the threads already started.
                 Err(e) => return Err(e),
             }
+        }
+        // A context is ready when its threads are: a thread's start-up allocates, and left
+        // to the scheduler it could land inside the first tokens of a generation.
+        while pool.shared.started.load(Ordering::Acquire) < n - 1 {
+            std::thread::yield_now();
         }
         Ok(pool)
     }
@@ -417,6 +425,7 @@ impl Drop for Pool {
 
 fn worker(sh: Arc<Shared>, index: usize) {
     WORKER.with(|w| w.set((sh.id, index)));
+    sh.started.fetch_add(1, Ordering::Release);
     let mut seen = sh.state.load(Ordering::Acquire) >> 32;
     loop {
         let s = wait_for_epoch(&sh, seen);

@@ -36,6 +36,25 @@ pub fn model(name: &str) -> PathBuf {
     PathBuf::from(path.trim())
 }
 
+/// Paths of a group of test models (fetch-models prints one per line, e.g. `synthetic`).
+pub fn model_list(name: &str) -> Vec<PathBuf> {
+    let out = Command::new("python3")
+        .arg(repo_root().join("tools/fetch-models"))
+        .arg(name)
+        .output()
+        .expect("running python3 tools/fetch-models");
+    assert!(
+        out.status.success(),
+        "tools/fetch-models {name} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| PathBuf::from(l.trim()))
+        .collect()
+}
+
 /// A command for a program built for the test target. When the tests are cross-compiled
 /// (tools/test-aarch64), EMBER_TEST_RUNNER holds the emulator command line ("qemu-aarch64
 /// -cpu max -L /usr/aarch64-linux-gnu") and the program runs under it.
