@@ -55,9 +55,9 @@ fn decode_runs_k_experts_and_a_batch_reads_each_expert_once() {
             passes <= layers * ne,
             "{stem}: {passes} expert passes for one batch: more than one per expert and layer"
         );
-        for step in 0..3 {
+        for &t in &tokens[..3] {
             let before = ctx.expert_counts();
-            ctx.decode(&[tokens[step]]).unwrap();
+            ctx.decode(&[t]).unwrap();
             let after = ctx.expert_counts();
             assert_eq!(
                 after.0 - before.0,
