@@ -184,11 +184,16 @@ def linear(x, m, name):
     return y
 
 
-def moe(x, m, p, norm_w):
+def moe(x, m, p, norm_w, gaps=None):
     """Sparse MoE FFN (Shazeer et al. 2017; Mixtral): router softmax over all experts, the top-k
     (ties: lower expert id) weighted by their softmax probabilities, renormalised to sum 1 iff
-    norm_w; each expert is a SwiGLU FFN."""
+    norm_w; each expert is a SwiGLU FFN. gaps (a list) receives, per token, the probability
+    gap between the k-th and (k+1)-th expert: how close the selection is to flipping."""
     probs = softmax(x @ m.w(p + "ffn_gate_inp.weight").T)  # (T, n_expert)
+    if gaps is not None:
+        srt = -np.sort(-probs, axis=1)
+        k = m.n_expert_used
+        gaps.append(srt[:, k - 1] - srt[:, k] if k < srt.shape[1] else np.ones(x.shape[0]))
     gate, up, down = m.w(p + "ffn_gate_exps.weight"), m.w(p + "ffn_up_exps.weight"), m.w(p + "ffn_down_exps.weight")
     out = np.zeros_like(x)
     for t in range(x.shape[0]):
@@ -208,10 +213,13 @@ NEOX = {"qwen2", "qwen3", "qwen2moe", "qwen3moe", "olmoe", "phi3", "gemma2", "ge
 SUPPORTED = NEOX | {"llama"}
 
 
-def logprobs(m, tokens, n_ctx=512):
+def logprobs(m, tokens, n_ctx=512, trace=None):
     """Teacher-forced log-softmax (T, n_vocab) of the next token after each prefix of tokens.
     n_ctx is the context size the engine runs with; it matters only for phi3's LongRoPE
-    (short factors iff n_ctx <= original_context_length)."""
+    (short factors iff n_ctx <= original_context_length). trace (a dict) receives, for MoE
+    models, "router_gap": per position the smallest k-th vs (k+1)-th router probability gap
+    over the layers."""
+    gaps = [] if trace is not None else None
     a = m.arch
     if a not in SUPPORTED:
         raise ValueError(f"reference: architecture {a} not supported")
@@ -278,7 +286,7 @@ def logprobs(m, tokens, n_ctx=512):
             f = linear(silu(gu[:, :n]) * gu[:, n:], m, p + "ffn_down")
         elif m.has(p + "ffn_gate_inp.weight"):
             norm_w = a in ("llama", "qwen3moe")  # mixtral, qwen3moe renormalise; qwen2moe, olmoe don't
-            f = moe(h, m, p, norm_w)
+            f = moe(h, m, p, norm_w, gaps)
             if m.has(p + "ffn_gate_inp_shexp.weight"):  # qwen2moe shared expert, sigmoid-gated
                 g = 1.0 / (1.0 + np.exp(-(h @ m.w(p + "ffn_gate_inp_shexp.weight"))))
                 sh = linear(silu(linear(h, m, p + "ffn_gate_shexp")) * linear(h, m, p + "ffn_up_shexp"),
@@ -291,6 +299,8 @@ def logprobs(m, tokens, n_ctx=512):
             f = rms_norm(f, m.w(p + "post_ffw_norm.weight"), m.eps)
         x = x + f
 
+    if gaps:
+        trace["router_gap"] = np.min(np.stack(gaps), axis=0)
     x = rms_norm(x, m.w("output_norm.weight"), m.eps)
     out = m.w("output.weight") if m.has("output.weight") else m.w("token_embd.weight")
     logits = x @ out.T
