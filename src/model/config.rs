@@ -178,6 +178,16 @@ impl ModelConfig {
         let file = hp.file;
         let n_embd = hp.count("embedding_length")?;
         let n_layer = hp.count("block_count")?;
+        // Every layer needs tensors: a larger count is a lie, and nothing may be sized by it.
+        if n_layer > file.tensors().len() {
+            return Err(Error::meta(
+                hp.key("block_count"),
+                format!(
+                    "{n_layer} layers, but the file has {} tensors",
+                    file.tensors().len()
+                ),
+            ));
+        }
         let n_ff = hp.u32_opt("feed_forward_length")?.unwrap_or(0) as usize;
         let n_head = hp.count("attention.head_count")?;
         let n_head_kv = hp.count_or("attention.head_count_kv", n_head)?;
@@ -187,8 +197,17 @@ impl ModelConfig {
                 format!("{n_head_kv} does not divide head_count {n_head}"),
             ));
         }
-        let head_dim = hp.count_or("attention.key_length", n_embd / n_head)?;
-        let head_dim_v = hp.count_or("attention.value_length", n_embd / n_head)?;
+        let per_head = |key: &str| -> Result<usize> {
+            if hp.u32_opt(key)?.is_none() && n_embd % n_head != 0 {
+                return Err(Error::meta(
+                    hp.key("embedding_length"),
+                    format!("{n_embd} is not divisible by head_count {n_head} (and no {key})"),
+                ));
+            }
+            hp.count_or(key, n_embd / n_head)
+        };
+        let head_dim = per_head("attention.key_length")?;
+        let head_dim_v = per_head("attention.value_length")?;
         if head_dim == 0 || head_dim % 2 != 0 {
             return Err(Error::meta(
                 hp.key("attention.key_length"),
