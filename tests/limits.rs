@@ -388,15 +388,23 @@ fn make(kind: &str, n: usize) -> String {
     }
 }
 
-/// Seconds to encode `text` (the best of two runs, to ride out noise on a shared machine).
+/// Seconds one encode of `text` takes: encodes are repeated until 30 ms have passed
+/// (a millisecond-long run is mostly timer and scheduler noise), and the best of three
+/// such rounds is kept, to ride out other processes on a shared machine.
 fn encode_secs(tok: &Tokenizer, text: &str) -> (f64, usize) {
     let mut best = f64::MAX;
     let mut n = 0;
-    for _ in 0..2 {
+    for _ in 0..3 {
         let t = Instant::now();
-        let ids = tok.encode(text, false, false).expect("encode");
-        best = best.min(t.elapsed().as_secs_f64());
-        n = ids.len();
+        let mut reps = 0u32;
+        loop {
+            n = tok.encode(text, false, false).expect("encode").len();
+            reps += 1;
+            if t.elapsed().as_secs_f64() >= 0.03 {
+                break;
+            }
+        }
+        best = best.min(t.elapsed().as_secs_f64() / reps as f64);
     }
     (best, n)
 }
@@ -406,11 +414,19 @@ fn assert_linear(name: &str) {
     let tok = tokenizer(name);
     let big = pathological_bytes();
     for kind in ["letters", "emoji", "digits"] {
-        let (t1, n1) = encode_secs(&tok, &make(kind, big / 4));
-        let (t4, n4) = encode_secs(&tok, &make(kind, big));
-        assert!(n4 >= n1 * 3, "{name} {kind}: {n1} then {n4} tokens");
-        // A floor keeps timer noise on a tiny t1 from failing a linear tokenizer.
-        let ratio = t4 / t1.max(1e-3);
+        let (small, large) = (make(kind, big / 4), make(kind, big));
+        let measure = || {
+            let (t1, n1) = encode_secs(&tok, &small);
+            let (t4, n4) = encode_secs(&tok, &large);
+            assert!(n4 >= n1 * 3, "{name} {kind}: {n1} then {n4} tokens");
+            (t1, t4, t4 / t1.max(1e-6))
+        };
+        let (mut t1, mut t4, mut ratio) = measure();
+        // Some inputs take milliseconds, where another process on a shared machine can
+        // stretch one run several times: a second measurement must confirm a failure.
+        if ratio > 12.0 {
+            (t1, t4, ratio) = measure();
+        }
         eprintln!(
             "{name} {kind}: {} KiB {t1:.3} s, {} KiB {t4:.3} s, ratio {ratio:.1}",
             big / 4096,
