@@ -565,8 +565,24 @@ fn absurd_hyper_parameters() {
     for (key, v, expect) in cases {
         refuse(&format!("{key}={v:?}"), &with_kv(key, v), expect);
     }
-    // n_embd not divisible by n_head (36 over 8 heads gives heads of 4 covering 32):
-    // the weights, sized for 36, disagree with what the architecture then needs.
+    // The largest trained context a u32 holds loads (nothing is sized by it), and a
+    // context asked for with n_ctx 0 takes the documented cap of 4096, not 2^32.
+    let m = accept(
+        "context_length u32::MAX",
+        &with_kv("llama.context_length", Val::U32(u32::MAX)),
+    );
+    let ctx = Context::new(
+        &m,
+        ContextParams {
+            n_ctx: 0,
+            ..small_ctx()
+        },
+    )
+    .unwrap();
+    assert_eq!(ctx.n_ctx(), 4096);
+    // n_embd not divisible by n_head (32 over 12 heads: heads of 2 covering 24). The
+    // config does not check the division itself (src/model/config.rs); the weights, sized
+    // for 32, then disagree with what it derived, and the error names the tensor.
     let mut kvs = base_kvs();
     kvs.retain(|(k, _)| k != "llama.attention.head_count_kv");
     for (k, v) in kvs.iter_mut() {
@@ -582,6 +598,7 @@ fn absurd_hyper_parameters() {
     // expert_used_count > expert_count, and absurd expert counts.
     for (n_exp, used, expect) in [
         (4u32, 5u32, "5 of 4 experts"),
+        (u32::MAX, 1, "1 of 4294967295 experts"),
         (1 << 20, 2, "2 of 1048576 experts"),
     ] {
         let mut kvs = base_kvs();
