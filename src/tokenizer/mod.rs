@@ -257,27 +257,18 @@ fn meta_err(key: &str, problem: impl std::fmt::Display) -> Error {
     }
 }
 
-/// `strtol(text.substr(3, 2), 16)` as llama.cpp decodes a byte token such as `<0x0A>`.
+/// The byte of a byte token, whose text must be exactly `<0xHH>` (two hex digits).
+/// llama.cpp reads it with `strtol(text.substr(3, 2), 16)`, which turns `<0x-1>` into
+/// 0xFF and `<0xZZ>` into 0 (one of its advisories' inputs); every real vocabulary spells
+/// its 256 byte tokens exactly, so anything else is refused by name instead of guessed.
 fn byte_token_value(text: &[u8]) -> Option<u8> {
-    let digits = text.get(3..)?;
-    let digits = &digits[..digits.len().min(2)];
-    let mut i = 0;
-    while i < digits.len() && digits[i].is_ascii_whitespace() {
-        i += 1;
-    }
-    let neg = digits.get(i) == Some(&b'-');
-    if matches!(digits.get(i), Some(b'-' | b'+')) {
-        i += 1;
-    }
-    let mut v: i64 = 0;
-    while i < digits.len() {
-        match (digits[i] as char).to_digit(16) {
-            Some(d) => v = v * 16 + d as i64,
-            None => break,
+    match text {
+        [b'<', b'0', b'x', hi, lo, b'>'] => {
+            let hex = |c: u8| (c as char).to_digit(16);
+            Some((hex(*hi)? * 16 + hex(*lo)?) as u8)
         }
-        i += 1;
+        _ => None,
     }
-    Some(if neg { -v } else { v } as u8)
 }
 
 impl Tokenizer {
@@ -614,7 +605,7 @@ impl Tokenizer {
                     meta_err(
                         "tokenizer.ggml.tokens",
                         format!(
-                            "byte token {t} has text '{}'",
+                            "byte token {t} has text '{}', not <0xHH>",
                             String::from_utf8_lossy(text)
                         ),
                     )
