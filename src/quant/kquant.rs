@@ -340,3 +340,70 @@ fn qx_levels(nmax: i32, x: &[f32], l: &mut [u8]) {
         *q = (nearest_int(best_iscale * v).clamp(-nmax, nmax - 1) + nmax) as u8;
     }
 }
+
+// Bit-exactness is checked against llama-quantize on whole models: the 12 synthetic ones
+// (tests/requantize.rs, tools/fetch-models; Q5_0 and Q8_0 there) and SmolLM2-135M Q4_1 ->
+// Q4_K_M, whose 16 Q4_K and 14 Q6_K matrices were identical (file sha256 dc0f3a02e821...).
+// These tests only guard the round trip.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::quant::dequant::{dequant_q4_k, dequant_q5_0, dequant_q6_k};
+    use bytemuck::Zeroable;
+
+    fn wave(n: usize, seed: u32) -> Vec<f32> {
+        (0..n)
+            .map(|i| {
+                let t = (i as u32).wrapping_mul(2_654_435_761).wrapping_add(seed) >> 8;
+                (t as f32 / (1u32 << 24) as f32 - 0.5) * 0.1
+            })
+            .collect()
+    }
+
+    /// Round trips stay within a fraction of the range (±0.05); zero groups stay zero.
+    #[test]
+    fn round_trips_are_close() {
+        let mut x = wave(2 * QK_K, 3);
+        x[QK_K..QK_K + QK].fill(0.0);
+        let mut y = vec![0f32; x.len()];
+        let mut k4 = vec![BlockQ4K::zeroed(); 2];
+        quantize_row_q4_k(&x, &mut k4);
+        for (b, y) in k4.iter().zip(y.chunks_exact_mut(QK_K)) {
+            dequant_q4_k(b, y);
+        }
+        let mut z = vec![0f32; x.len()];
+        let mut k6 = vec![BlockQ6K::zeroed(); 2];
+        quantize_row_q6_k(&x, &mut k6);
+        for (b, z) in k6.iter().zip(z.chunks_exact_mut(QK_K)) {
+            dequant_q6_k(b, z);
+        }
+        let mut w = vec![0f32; x.len()];
+        let mut q5 = vec![BlockQ5_0::zeroed(); x.len() / QK];
+        quantize_row_q5_0(&x, &mut q5);
+        for (b, w) in q5.iter().zip(w.chunks_exact_mut(QK)) {
+            dequant_q5_0(b, w);
+        }
+        for i in 0..x.len() {
+            assert!(
+                (x[i] - y[i]).abs() < 0.006,
+                "Q4_K {i}: {} -> {}",
+                x[i],
+                y[i]
+            );
+            assert!(
+                (x[i] - z[i]).abs() < 0.002,
+                "Q6_K {i}: {} -> {}",
+                x[i],
+                z[i]
+            );
+            assert!(
+                (x[i] - w[i]).abs() < 0.003,
+                "Q5_0 {i}: {} -> {}",
+                x[i],
+                w[i]
+            );
+        }
+        assert!(z[QK_K..QK_K + QK].iter().all(|&v| v == 0.0));
+        assert!(w[QK_K..QK_K + QK].iter().all(|&v| v == 0.0));
+    }
+}

@@ -16,6 +16,12 @@
 //!
 //! Metadata is copied, with `general.file_type` (llama.cpp's ftype id) and
 //! `general.quantization_version` set as llama-quantize sets them.
+//!
+//! Q4_K_M ([`requantize_q4_k_m`]) follows llama.cpp exactly instead, so that the output is
+//! the very file `llama-quantize --allow-requantize IN OUT Q4_K_M` writes: its type mix
+//! ([`plan_q4_k_m`]), its tensor order (by layer, then name) and its metadata order (the
+//! two keys above moved last); ggml's reference quantizers in [`super::kquant`]. A tensor
+//! that already has its target type is copied, not requantized, as llama-quantize does.
 
 use std::io::Write;
 
