@@ -275,9 +275,8 @@ pub fn quantize_row_q6_k(x: &[f32], out: &mut [BlockQ6K]) {
         for (q, &s) in b.scales.iter_mut().zip(&scales) {
             *q = nearest_int(iscale * s).min(127) as i8;
         }
-        // Groups whose stored scale is 0 keep ggml's levels from make_qx_quants; the
-        // caller's zeroed levels are what ggml's L holds there only if the group is all
-        // zero, so those levels are recomputed below exactly as make_qx_quants leaves them.
+        // ggml skips re-fitting a group whose stored scale rounds to 0, so its levels stay
+        // those make_qx_quants left in L: `qx_levels` recomputes them.
         let mut l = [0u8; QK_K];
         for j in 0..QK_K / 16 {
             let d = b.d.to_f32() * b.scales[j] as f32;
