@@ -9,7 +9,7 @@ mod common;
 use bytemuck::Zeroable;
 use common::gguf_writer::{ty, Gguf, Tensor, Val};
 use common::Rng;
-use ember::quant::requantize::{plan, requantize};
+use ember::quant::requantize::{plan, plan_q4_k_m, requantize, requantize_q4_k_m};
 use ember::quant::{
     dequantize_row, quantize_row_iq4_nl, quantize_row_iq4_xs, BlockIQ4NL, BlockIQ4XS,
 };
@@ -142,4 +142,79 @@ fn refuses_other_targets() {
     let err = requantize(&src, GgmlType::Q4_0, 1, &mut out).unwrap_err();
     assert!(matches!(err, ember::Error::Unsupported(_)), "{err}");
     assert!(out.is_empty());
+}
+
+/// sha256 of `llama-quantize --allow-requantize synthetic/<family>-q8_0.gguf OUT Q4_K_M`, as
+/// recorded in tools/fetch-models' SYNTHETIC_Q4_K_M (one dense family, one MoE).
+const Q4_K_M_SHA256: [(&str, &str); 2] = [
+    (
+        "qwen2",
+        "347efc73576046903c0d3f8383e108dd97ef5caaf721a4e27847b296bad2243a",
+    ),
+    (
+        "qwen3moe",
+        "4e378c0988999f3178d1ddba1c91c1031d3b1f9717d293d5e5c13c67770b6079",
+    ),
+];
+
+/// sha256 by python3 (which the tests already need for tools/fetch-models), sparing a
+/// hashing crate.
+fn sha256(bytes: &[u8]) -> String {
+    use std::io::Write as _;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new("python3")
+        .args([
+            "-c",
+            "import hashlib,sys;print(hashlib.sha256(sys.stdin.buffer.read()).hexdigest())",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("running python3");
+    child.stdin.take().unwrap().write_all(bytes).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// ember's Q4_K_M of synthetic models is llama-quantize's file, byte for byte, whatever the
+/// thread count; and the type mix is llama.cpp's for 64-wide rows (all fallbacks).
+#[test]
+fn q4_k_m_equals_llama_quantize_on_synthetic_models() {
+    use GgmlType::*;
+    let recorded = std::fs::read_to_string(common::repo_root().join("tools/fetch-models")).unwrap();
+    for (family, want) in Q4_K_M_SHA256 {
+        assert!(
+            recorded.contains(want),
+            "{family}: not the hash fetch-models records"
+        );
+        let path = common::model(&format!("synthetic/{family}-q8_0"));
+        let bytes = std::fs::read(&path).unwrap();
+        let src = GgufFile::from_bytes(&bytes).unwrap();
+        let mut out = Vec::new();
+        requantize_q4_k_m(&src, 1, &mut out).unwrap();
+        assert_eq!(sha256(&out), want, "{family}: not llama-quantize's Q4_K_M");
+        let mut out3 = Vec::new();
+        requantize_q4_k_m(&src, 3, &mut out3).unwrap();
+        assert!(out == out3, "{family}: depends on the thread count");
+
+        let dst = GgufFile::from_bytes(&out).unwrap();
+        assert_eq!(dst.u32("general.file_type").unwrap(), 15);
+        for p in plan_q4_k_m(&src).unwrap() {
+            let n = p.name.as_str();
+            let want = if n.contains("norm") || n.contains("ffn_gate_inp") || p.from == F32 {
+                p.from
+            } else if n == "token_embd.weight" || n.starts_with("blk.1.attn_v") {
+                // Tied embedding and the use_more_bits layer (the last of 2): Q6_K -> Q8_0.
+                Q8_0
+            } else if n.starts_with("blk.1.ffn_down") {
+                Q8_0
+            } else {
+                // Q4_K falls back to Q5_0 for rows of 64 or 128.
+                Q5_0
+            };
+            assert_eq!(p.to, want, "{family}: {n}");
+            assert_eq!(dst.tensor(n).unwrap().ty, want, "{family}: {n}");
+        }
+    }
 }

@@ -1,12 +1,12 @@
-//! `ember quantize IN OUT TYPE [-t N]`: requantize a model's weight matrices to IQ4_NL or
-//! IQ4_XS, as `llama-quantize --allow-requantize IN OUT TYPE` does without an importance
-//! matrix (see ember::quant::requantize for which tensors change).
+//! `ember quantize IN OUT TYPE [-t N]`: requantize a model's weight matrices to IQ4_NL,
+//! IQ4_XS or the Q4_K_M mix, as `llama-quantize --allow-requantize IN OUT TYPE` does
+//! without an importance matrix (see ember::quant::requantize for which tensors change).
 
 use std::io::BufWriter;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use ember::quant::requantize::requantize;
+use ember::quant::requantize::{requantize, requantize_q4_k_m};
 use ember::{Error, GgmlType, GgufFile};
 
 #[derive(clap::Args)]
@@ -15,7 +15,8 @@ pub struct Args {
     input: PathBuf,
     /// The requantized model to write.
     output: PathBuf,
-    /// The target type: IQ4_NL or IQ4_XS.
+    /// The target: IQ4_NL, IQ4_XS or Q4_K_M (llama-quantize's mix of Q4_K, Q6_K and their
+    /// fallbacks).
     #[arg(value_name = "TYPE")]
     ty: String,
     /// Worker threads (0 = all cores); the output does not depend on it.
@@ -24,8 +25,14 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> ember::Result<()> {
-    let ty = GgmlType::from_name(&a.ty)
-        .ok_or_else(|| Error::InvalidArgument(format!("unknown tensor type '{}'", a.ty)))?;
+    // Q4_K_M names a mix of types, not one: None selects it.
+    let ty = match a.ty.to_ascii_uppercase().as_str() {
+        "Q4_K_M" => None,
+        _ => Some(
+            GgmlType::from_name(&a.ty)
+                .ok_or_else(|| Error::InvalidArgument(format!("unknown tensor type '{}'", a.ty)))?,
+        ),
+    };
     let threads = match a.threads {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,
@@ -42,7 +49,11 @@ pub fn run(a: Args) -> ember::Result<()> {
     let tmp = PathBuf::from(tmp);
     let file = std::fs::File::create(&tmp).map_err(io(&tmp))?;
     let mut w = BufWriter::with_capacity(1 << 20, file);
-    let plans = match requantize(&f, ty, threads, &mut w) {
+    let result = match ty {
+        Some(ty) => requantize(&f, ty, threads, &mut w),
+        None => requantize_q4_k_m(&f, threads, &mut w),
+    };
+    let plans = match result {
         Ok(p) => p,
         Err(e) => {
             drop(w);
