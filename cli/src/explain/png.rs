@@ -109,13 +109,27 @@ fn heads_grid(rec: &Recorder, l: usize, path: &Path) -> ember::Result<()> {
     let cols = (n_head as f64).sqrt().ceil() as i32;
     let rows = (n_head as i32 + cols - 1) / cols;
     let (pw, ph) = (side + 16, side + 28);
-    let (w, h) = (cols * pw + 16, rows * ph + 36);
+    let (w, h) = ((cols * pw + 16).max(8 * 36), rows * ph + 40);
     let root = BitMapBackend::new(path, (w as u32, h as u32)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| draw_err(path, e))?;
-    let title = format!("layer {l}: attention weights of each head (row = query, column = key)");
-    text(&root, 8, 8, &title, 1, &BLACK);
+    text(
+        &root,
+        8,
+        6,
+        &format!("layer {l}: attention of each head"),
+        1,
+        &BLACK,
+    );
+    text(
+        &root,
+        8,
+        18,
+        "row = query, column = key",
+        1,
+        &RGBColor(90, 90, 90),
+    );
     for hd in 0..n_head {
-        let (x0, y0) = (8 + (hd as i32 % cols) * pw, 28 + (hd as i32 / cols) * ph);
+        let (x0, y0) = (8 + (hd as i32 % cols) * pw, 34 + (hd as i32 / cols) * ph);
         text(&root, x0, y0, &format!("head {hd}"), 1, &BLACK);
         for (t, r) in rec.attn[&(l, hd)].iter().enumerate() {
             let key0 = t + 1 - r.len();
@@ -136,7 +150,7 @@ fn one_head(ctx: &Ctx<'_>, rec: &Recorder, l: usize, h: usize, path: &Path) -> e
     let n = rec.tokens.len() as i32;
     let cell = 28;
     let left = 8 + 14 * 8;
-    let top = 44;
+    let top = 50;
     let (w, hgt) = (left + n * cell + 16, top + n * cell + 16);
     let root = BitMapBackend::new(path, (w as u32, hgt as u32)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| draw_err(path, e))?;
@@ -173,8 +187,8 @@ fn one_head(ctx: &Ctx<'_>, rec: &Recorder, l: usize, h: usize, path: &Path) -> e
     }
     text(
         &root,
-        left,
-        24,
+        8,
+        20,
         "weights x100 (99 = 0.99 or more)",
         1,
         &RGBColor(90, 90, 90),
