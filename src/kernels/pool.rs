@@ -16,7 +16,12 @@
 //! can still hold up each operation for a scheduler time slice, making several threads
 //! slower than one. The pool notices (operations keep taking longer than the caller's
 //! own pace says it would have needed alone) and then runs the next operations on the
-//! calling thread alone for a while before trying again.
+//! calling thread alone for a while before trying again. That while is measured in time,
+//! not operations: 2 ms at first, doubling while the next attempts keep losing, at most
+//! 256 ms. (Counted in operations it was a whole pp128 run after one preemption at its
+//! start: prefill speed came out bimodal, one run in five at the single-thread rate.)
+//! Waking a sleeping worker is never taken for a loss: after an idle spell, the first
+//! operation always finds the workers asleep.
 //! Nothing here allocates after [`Pool::new`].
 
 use std::cell::{Cell, UnsafeCell};
@@ -108,8 +113,11 @@ struct Shared {
     busy: AtomicBool,
     /// Identifies this pool to its worker threads (for nested calls).
     id: usize,
-    /// Operations left to run on the calling thread alone (see the module comment).
-    solo: AtomicU32,
+    /// Until when (ns since `t0`) operations run on the calling thread alone, and how
+    /// long the next such period lasts (see the module comment).
+    solo_until: AtomicU64,
+    solo_ns: AtomicU64,
+    t0: Instant,
     /// Evidence that workers slow operations down: +2 per operation that took longer
     /// than the caller alone would have, -1 per operation that went faster.
     score: AtomicU32,
@@ -117,9 +125,54 @@ struct Shared {
     started: AtomicUsize,
 }
 
-/// Operations run alone once parallel ones keep losing (a decoded token is a few hundred).
-const SOLO_OPS: u32 = 2000;
+/// The first period alone after parallel operations keep losing, and the longest.
+const SOLO_MIN_NS: u64 = 2_000_000;
+const SOLO_MAX_NS: u64 = 256_000_000;
 const SCORE_LIMIT: u32 = 6;
+
+/// What one operation says about running in parallel.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Outcome {
+    /// Slower than the caller alone would have been.
+    Lost,
+    /// The workers helped and it paid.
+    Won,
+    /// Nothing either way (the workers took no part, or were being woken).
+    Neutral,
+}
+
+impl Shared {
+    fn now_ns(&self) -> u64 {
+        self.t0.elapsed().as_nanos() as u64
+    }
+
+    fn solo(&self, now: u64) -> bool {
+        now < self.solo_until.load(Ordering::Relaxed)
+    }
+
+    /// Updates the evidence with one operation's outcome; enough losses in a row start a
+    /// period alone, each one twice as long as the last until the workers win again.
+    fn record(&self, outcome: Outcome, now: u64) {
+        let score = self.score.load(Ordering::Relaxed);
+        match outcome {
+            Outcome::Lost if score + 2 >= SCORE_LIMIT => {
+                self.score.store(0, Ordering::Relaxed);
+                let len = self.solo_ns.load(Ordering::Relaxed);
+                self.solo_until.store(now + len, Ordering::Relaxed);
+                self.solo_ns
+                    .store((len * 2).min(SOLO_MAX_NS), Ordering::Relaxed);
+            }
+            Outcome::Lost => self.score.store(score + 2, Ordering::Relaxed),
+            Outcome::Won => {
+                self.score.store(score.saturating_sub(1), Ordering::Relaxed);
+                if score <= 1 {
+                    self.solo_ns.store(SOLO_MIN_NS, Ordering::Relaxed);
+                }
+            }
+            Outcome::Neutral => {}
+        }
+    }
+}
 
 // SAFETY: `job` is the only non-Sync field. It is written by the owner of the `busy` flag
 // only while no worker is inside an operation, and read by workers only between a
@@ -180,7 +233,9 @@ impl Pool {
             panicked: AtomicBool::new(false),
             busy: AtomicBool::new(false),
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
-            solo: AtomicU32::new(0),
+            solo_until: AtomicU64::new(0),
+            solo_ns: AtomicU64::new(SOLO_MIN_NS),
+            t0: Instant::now(),
             score: AtomicU32::new(0),
             started: AtomicUsize::new(0),
         });
@@ -242,9 +297,7 @@ impl Pool {
             return;
         }
         let _busy = self.acquire();
-        let solo = sh.solo.load(Ordering::Relaxed);
-        if self.n_threads == 1 || n_tasks == 1 || solo > 0 {
-            sh.solo.store(solo.saturating_sub(1), Ordering::Relaxed);
+        if self.n_threads == 1 || n_tasks == 1 || sh.solo(sh.now_ns()) {
             (0..n_tasks).for_each(|t| f(t, 0));
             return;
         }
@@ -270,7 +323,8 @@ impl Pool {
         let epoch = (sh.state.load(Ordering::Relaxed) >> 32).wrapping_add(1) & 0xFFFF_FFFF;
         // Release: publishes `job` and the ranges to the workers that join.
         sh.state.store(epoch << 32, Ordering::SeqCst);
-        if sh.sleepers.load(Ordering::SeqCst) > 0 {
+        let woke = sh.sleepers.load(Ordering::SeqCst) > 0;
+        if woke {
             self.wake_all();
         }
         let mut closer = Closer { sh, done: false };
@@ -284,25 +338,22 @@ impl Pool {
         if mine > 0 {
             let solo_est = worked.as_secs_f64() * n_tasks as f64 / mine as f64;
             let took = (worked + waited).as_secs_f64();
-            let score = sh.score.load(Ordering::Relaxed);
             // Only clear losses count: a worker that joins late and takes the last task
             // costs a little, a preempted one costs a time slice. A worker that never
             // joins an operation long enough for a spinning thread to notice is not
             // getting a core (the scheduler put it beside the caller): it only slows
-            // the caller down.
+            // the caller down. An operation that had to wake sleepers says nothing either way.
             let absent = mine == n_tasks && worked > ABSENT_AFTER;
-            if took > solo_est * 1.25 + 20e-6 || absent {
-                if score + 2 >= SCORE_LIMIT {
-                    sh.score.store(0, Ordering::Relaxed);
-                    sh.solo.store(SOLO_OPS, Ordering::Relaxed);
-                } else {
-                    sh.score.store(score + 2, Ordering::Relaxed);
-                }
+            let outcome = if woke {
+                Outcome::Neutral
+            } else if took > solo_est * 1.25 + 20e-6 || absent {
+                Outcome::Lost
             } else if mine < n_tasks {
-                // The workers helped and it paid. (When they did not take part at all the
-                // operation says nothing either way.)
-                sh.score.store(score.saturating_sub(1), Ordering::Relaxed);
-            }
+                Outcome::Won
+            } else {
+                Outcome::Neutral
+            };
+            sh.record(outcome, sh.now_ns());
         }
         if sh.panicked.swap(false, Ordering::Relaxed) {
             panic!("a task panicked on an ember worker thread");
@@ -518,7 +569,7 @@ fn wait_for_epoch(sh: &Shared, seen: u64) -> u64 {
             let waited = start.elapsed();
             // While the pool runs alone there is nothing to spin for, and spinning would
             // take a core the caller may need.
-            if waited > SPIN || sh.solo.load(Ordering::Relaxed) > 0 {
+            if waited > SPIN || sh.solo(sh.now_ns()) {
                 break;
             }
             if waited > YIELD_AFTER {
@@ -577,5 +628,62 @@ impl<T> SendPtr<T> {
     pub(crate) unsafe fn write(self, i: usize, v: T) {
         // SAFETY: guaranteed by the caller.
         unsafe { self.0.add(i).write(v) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: u64 = 1_000_000;
+
+    #[test]
+    fn losses_start_periods_alone_that_double_and_reset_after_wins() {
+        let pool = Pool::new(2).unwrap();
+        let sh = &*pool.shared;
+        let t = 1_000 * MS;
+        // Two losses are not enough; the third starts 2 ms alone.
+        sh.record(Outcome::Lost, t);
+        sh.record(Outcome::Lost, t);
+        assert!(!sh.solo(t));
+        sh.record(Outcome::Lost, t);
+        assert!(sh.solo(t) && sh.solo(t + 2 * MS - 1) && !sh.solo(t + 2 * MS));
+        // Losing again right after: 4 ms, then 8, ... up to 256.
+        let mut at = t + 2 * MS;
+        for want in [4, 8, 16, 32, 64, 128, 256, 256] {
+            for _ in 0..3 {
+                sh.record(Outcome::Lost, at);
+            }
+            assert!(
+                sh.solo(at + want * MS - 1) && !sh.solo(at + want * MS),
+                "{want} ms"
+            );
+            at += want * MS;
+        }
+        // Wins bring the next period back to 2 ms; neutral operations change nothing.
+        for _ in 0..4 {
+            sh.record(Outcome::Won, at);
+            sh.record(Outcome::Neutral, at);
+        }
+        for _ in 0..3 {
+            sh.record(Outcome::Lost, at);
+        }
+        assert!(sh.solo(at + 2 * MS - 1) && !sh.solo(at + 2 * MS));
+    }
+
+    #[test]
+    fn an_idle_pool_wakes_without_going_solo() {
+        let pool = Pool::new(2).unwrap();
+        let out: Vec<AtomicUsize> = (0..64).map(|_| AtomicUsize::new(0)).collect();
+        for _ in 0..5 {
+            // Long enough idle for the worker to fall asleep before every operation.
+            std::thread::sleep(Duration::from_millis(20));
+            pool.run(64, &|t, _| {
+                out[t].fetch_add(1, Ordering::Relaxed);
+            });
+        }
+        assert!(out.iter().all(|c| c.load(Ordering::Relaxed) == 5));
+        assert!(!pool.shared.solo(pool.shared.now_ns()));
+        assert_eq!(pool.shared.score.load(Ordering::Relaxed), 0);
     }
 }

@@ -262,12 +262,7 @@ fn embed(m: &ModelInner, sc: &mut Scratch, tokens: &[Token]) -> Result<()> {
 
 /// RoPE's (cos, sin) pairs for every position of the batch, for global and local layers.
 fn fill_rope(m: &ModelInner, st: &mut ForwardState<'_>, n: usize, pos0: usize) {
-    let file = m.file.bytes();
-    let factors = m
-        .weights
-        .freq_factors
-        .for_ctx(st.kv.n_ctx)
-        .map(|f| f.get(file));
+    let factors = m.freq_factors(st.kv.n_ctx);
     let sc = &mut *st.scratch;
     let (nr, nr_swa) = (m.config.rope.n_dims, m.config.rope_swa.n_dims);
     for t in 0..n {

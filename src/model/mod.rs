@@ -62,6 +62,17 @@ pub(crate) struct ModelInner {
     pub tokenizer: Tokenizer,
 }
 
+impl ModelInner {
+    /// The RoPE frequency factors a context of `n_ctx` positions uses, if any.
+    pub fn freq_factors(&self, n_ctx: usize) -> Option<&[f32]> {
+        let file = self.file.bytes();
+        self.weights
+            .freq_factors
+            .for_ctx(n_ctx)
+            .map(|f| f.get(file))
+    }
+}
+
 /// A loaded model: immutable, cheap to clone, `Send + Sync`, shared by any number of
 /// contexts (each clone is a reference to the same weights).
 #[derive(Clone)]

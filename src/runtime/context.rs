@@ -239,12 +239,7 @@ impl Context {
         }
         let inner = &self.model.inner;
         let c = &inner.config;
-        let file = inner.file.bytes();
-        let freq_factors = inner
-            .weights
-            .freq_factors
-            .for_ctx(self.kv.n_ctx)
-            .map(|f| f.get(file));
+        let freq_factors = inner.freq_factors(self.kv.n_ctx);
         let n_move = n_past - n_keep - n_discard;
         let (kd, vd) = (self.kv.k_dim, self.kv.v_dim);
         for (il, layer) in self.kv.layers.iter_mut().enumerate() {

@@ -20,24 +20,9 @@ pub fn repo_root() -> PathBuf {
         .to_path_buf()
 }
 
-/// Path of a test model, downloaded and checksum-verified by tools/fetch-models on first use.
-pub fn model(name: &str) -> PathBuf {
-    let out = Command::new("python3")
-        .arg(repo_root().join("tools/fetch-models"))
-        .arg(name)
-        .output()
-        .expect("running python3 tools/fetch-models");
-    assert!(
-        out.status.success(),
-        "tools/fetch-models {name} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let path = String::from_utf8(out.stdout).expect("fetch-models prints a UTF-8 path");
-    PathBuf::from(path.trim())
-}
-
-/// Paths of a group of test models (fetch-models prints one per line, e.g. `synthetic`).
-pub fn model_list(name: &str) -> Vec<PathBuf> {
+/// What `tools/fetch-models NAME` prints: the path of each model it fetched or made,
+/// checksum-verified, one per line.
+fn fetch_models(name: &str) -> Vec<PathBuf> {
     let out = Command::new("python3")
         .arg(repo_root().join("tools/fetch-models"))
         .arg(name)
@@ -53,6 +38,18 @@ pub fn model_list(name: &str) -> Vec<PathBuf> {
         .filter(|l| !l.trim().is_empty())
         .map(|l| PathBuf::from(l.trim()))
         .collect()
+}
+
+/// Path of a test model, downloaded and checksum-verified by tools/fetch-models on first use.
+pub fn model(name: &str) -> PathBuf {
+    let mut paths = fetch_models(name);
+    assert_eq!(paths.len(), 1, "tools/fetch-models {name}: {paths:?}");
+    paths.remove(0)
+}
+
+/// Paths of a group of test models (e.g. `synthetic`).
+pub fn model_list(name: &str) -> Vec<PathBuf> {
+    fetch_models(name)
 }
 
 /// A command for a program built for the test target. When the tests are cross-compiled
