@@ -66,15 +66,10 @@ pub struct Recorder {
     pub attn: BTreeMap<(usize, usize), Vec<Vec<f32>>>,
     pub final_norm: Vec<f32>,
     pub logits: Vec<f32>,
-    /// Stages in the order first seen.
-    pub order: Vec<Stage>,
 }
 
 impl Observer for Recorder {
     fn observe(&mut self, v: &View<'_>) {
-        if !self.order.contains(&v.stage) {
-            self.order.push(v.stage);
-        }
         if v.layer != observe::NO_LAYER && self.layers.len() <= v.layer {
             self.layers.resize(v.layer + 1, LayerRec::default());
         }
