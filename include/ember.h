@@ -173,6 +173,82 @@
 #define EMBER_TEMPLATE_BUILTIN 2
 
 /**
+ * `ember_view.stage`: the batch's token ids (`ids`, no `data`).
+ */
+#define EMBER_STAGE_TOKENS 0
+
+/**
+ * Embedding rows: the residual stream's start.
+ */
+#define EMBER_STAGE_EMBEDDING 1
+
+/**
+ * The residual after RMSNorm: the attention block's input.
+ */
+#define EMBER_STAGE_ATTN_INPUT 2
+
+/**
+ * Queries after RoPE (n_head * head_dim per row).
+ */
+#define EMBER_STAGE_QUERY 3
+
+/**
+ * Keys after RoPE (n_head_kv * head_dim per row).
+ */
+#define EMBER_STAGE_KEY 4
+
+/**
+ * Softmax weights of query `pos0` of `head` over keys `pos0 + 1 - n_data ..= pos0`; only
+ * for the heads `wants_attention` accepts.
+ */
+#define EMBER_STAGE_ATTN_WEIGHTS 5
+
+/**
+ * The attention block's output, as added to the residual.
+ */
+#define EMBER_STAGE_ATTN_OUT 6
+
+/**
+ * The residual after the attention block.
+ */
+#define EMBER_STAGE_RESIDUAL_MID 7
+
+/**
+ * The residual after RMSNorm: the feed-forward block's input.
+ */
+#define EMBER_STAGE_FFN_INPUT 8
+
+/**
+ * Hidden activations act(gate) * up of a dense feed-forward block.
+ */
+#define EMBER_STAGE_FFN_HIDDEN 9
+
+/**
+ * One token's MoE choice: experts in `ids`, their weights in `data`.
+ */
+#define EMBER_STAGE_MOE_ROUTE 10
+
+/**
+ * The feed-forward block's output, as added to the residual.
+ */
+#define EMBER_STAGE_FFN_OUT 11
+
+/**
+ * The residual after the layer.
+ */
+#define EMBER_STAGE_RESIDUAL 12
+
+/**
+ * The final norm of the rows that get logits.
+ */
+#define EMBER_STAGE_FINAL_NORM 13
+
+/**
+ * The logits.
+ */
+#define EMBER_STAGE_LOGITS 14
+
+/**
  * What a function did. Every function that can fail returns one; on anything but
  * `EMBER_OK`, `ember_last_error()` says what was wrong. The numbers are fixed: a code is
  * never renumbered, and a retired code is never reused for another meaning.
@@ -676,6 +752,62 @@ typedef struct ember_chat_info {
      */
     const char *builtin_template;
 } ember_chat_info;
+
+/**
+ * One stage's numbers: `rows` rows of `n_data / rows` floats for positions `pos0..`.
+ * Everything it points to belongs to ember and is valid only during the callback.
+ */
+typedef struct ember_view {
+    /**
+     * One of `EMBER_STAGE_*`.
+     */
+    uint32_t stage;
+    /**
+     * The layer, or -1 outside the layers.
+     */
+    int32_t layer;
+    /**
+     * The head of `EMBER_STAGE_ATTN_WEIGHTS`, else -1.
+     */
+    int32_t head;
+    uint32_t pos0;
+    uint32_t rows;
+    const float *data;
+    size_t n_data;
+    /**
+     * Token ids (`EMBER_STAGE_TOKENS`) or experts (`EMBER_STAGE_MOE_ROUTE`), else NULL.
+     */
+    const ember_token *ids;
+    size_t n_ids;
+} ember_view;
+
+/**
+ * Receives one view. Runs on the thread that decodes, inside the decode call: it must
+ * not throw or longjmp; calls on the same context fail with `EMBER_ERR_BUSY`.
+ */
+typedef void (*ember_observe_fn)(const struct ember_view *view, void *user_data);
+
+/**
+ * Says whether to compute the attention weights of `head` in `layer` (a second pass over
+ * that head's scores). NULL: none.
+ */
+typedef bool (*ember_wants_attention_fn)(uint32_t layer, uint32_t head, void *user_data);
+
+/**
+ * An observer. Set `struct_size = sizeof(ember_observer)`.
+ */
+typedef struct ember_observer {
+    uint32_t struct_size;
+    /**
+     * Called for every stage; NULL is refused.
+     */
+    ember_observe_fn observe;
+    ember_wants_attention_fn wants_attention;
+    /**
+     * Passed to both callbacks.
+     */
+    void *user_data;
+} ember_observer;
 
 #ifdef __cplusplus
 extern "C" {
@@ -1327,6 +1459,18 @@ ember_status ember_state_save_file(const struct ember_context *ctx, const char *
  * `ctx` is NULL or live; `path` is NULL or NUL-terminated.
  */
 ember_status ember_state_load_file(struct ember_context *ctx, const char *path);
+
+/**
+ * Sets the observer every later decode of `ctx` shows its stages to (NULL removes it).
+ * The struct is copied; `user_data` must stay valid while the observer is set. Off by
+ * default, and free when off. Not thread-safe.
+ *
+ * # Safety
+ * `ctx` is NULL or live; `observer` is NULL or points to `observer->struct_size` bytes,
+ * with callbacks that may run on any thread that decodes with `ctx`.
+ */
+ember_status ember_context_set_observer(struct ember_context *ctx,
+                                        const struct ember_observer *observer);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 mod bench;
 mod chat;
 mod eval;
+mod explain;
 mod inspect;
 mod perplexity;
 mod quantize;
@@ -43,6 +44,8 @@ enum Command {
     Perplexity(perplexity::Args),
     /// Teacher-forced top-1 ids or log-probabilities of every line of a text file (JSON).
     Eval(eval::Args),
+    /// Walk through a model's stages on a prompt, with its real numbers (and pictures).
+    Explain(explain::Args),
     /// Prompt and generation speed, measured as llama-bench does.
     Bench(bench::Args),
     /// Requantize a model's weight matrices to IQ4_NL or IQ4_XS, as llama-quantize does.
@@ -59,6 +62,7 @@ fn main() -> ExitCode {
         Command::Template(a) => template::run(a),
         Command::Perplexity(a) => perplexity::run(a),
         Command::Eval(a) => eval::run(a),
+        Command::Explain(a) => explain::run(a),
         Command::Bench(a) => bench::run(a),
         Command::Quantize(a) => quantize::run(a),
     };

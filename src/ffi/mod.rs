@@ -29,6 +29,8 @@ pub mod chat;
 
 pub mod state;
 
+pub mod observe;
+
 use std::cell::RefCell;
 use std::ffi::{c_char, CStr};
 use std::mem::{align_of, size_of, MaybeUninit};

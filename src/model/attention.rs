@@ -153,3 +153,63 @@ fn head(
         vr.axpy(k, (start + j) * v_dim + kvh * hdv, hdv, p * inv, o);
     }
 }
+
+/// Shows the observer the softmax weights of the heads it wants, recomputed on this thread
+/// into the first score row: `head` keeps none of them (its workers reuse their rows), and
+/// doing it here keeps the kernels free of any observer test.
+pub(crate) fn observe_weights(
+    k: &Kernels,
+    s: &AttnShape,
+    layer: usize,
+    q: &[f32],
+    kv: &LayerKv,
+    scores: &ScoreRows,
+    obs: &mut dyn super::observe::Observer,
+) {
+    let Ok(mut sc) = scores.0[0].lock() else {
+        return;
+    };
+    let kr = Rows::of(&kv.k);
+    let (hd, k_dim) = (s.head_dim, s.n_head_kv * s.head_dim);
+    for h in 0..s.n_head {
+        if !obs.wants_attention(layer, h) {
+            continue;
+        }
+        let kvh = h / (s.n_head / s.n_head_kv);
+        for t in 0..s.n_tok {
+            let pos = s.pos0 + t;
+            let start = if s.window > 0 {
+                (pos + 1).saturating_sub(s.window)
+            } else {
+                0
+            };
+            let qh = &q[(t * s.n_head + h) * hd..(t * s.n_head + h + 1) * hd];
+            let row = &mut sc[start..=pos];
+            // The same arithmetic as `head`, so the weights are the ones the pass used.
+            let mut max = f32::NEG_INFINITY;
+            for (j, sj) in row.iter_mut().enumerate() {
+                *sj = kr.dot(k, (start + j) * k_dim + kvh * hd, hd, qh) * s.scale;
+                if s.softcap > 0.0 {
+                    *sj = s.softcap * (*sj / s.softcap).tanh();
+                }
+                max = max.max(*sj);
+            }
+            let mut sum = 0.0f64;
+            for sj in row.iter_mut() {
+                *sj = (*sj - max).exp();
+                sum += *sj as f64;
+            }
+            let inv = (1.0 / sum) as f32;
+            row.iter_mut().for_each(|p| *p *= inv);
+            obs.observe(&super::observe::View {
+                stage: super::observe::Stage::AttnWeights,
+                layer,
+                head: h,
+                pos0: pos,
+                rows: 1,
+                data: row,
+                ids: &[],
+            });
+        }
+    }
+}

@@ -15,6 +15,7 @@ use super::blocks::{Attention, FeedForward, Ffn, LayerWeights, QkvProj};
 use super::config::Activation;
 use super::kv::KvCache;
 use super::moe::{self, MoeScratch};
+use super::observe::{self, Observer, Stage, NO_LAYER};
 use super::ops;
 use super::ModelInner;
 
@@ -123,6 +124,8 @@ pub struct ForwardState<'a> {
     pub abort: &'a AtomicBool,
     /// `n_vocab` floats per output row.
     pub logits: &'a mut [f32],
+    /// Shown each stage's numbers when set (see `observe.rs`).
+    pub observer: Option<&'a mut dyn Observer>,
 }
 
 /// Products of one input with several matrices: one parallel operation when they take
@@ -202,15 +205,38 @@ pub fn forward(
     outputs: Outputs,
 ) -> Result<()> {
     embed(m, st.scratch, tokens)?;
+    if let Some(o) = st.observer.as_deref_mut() {
+        o.observe(&observe::View {
+            stage: Stage::Tokens,
+            layer: NO_LAYER,
+            head: usize::MAX,
+            pos0,
+            rows: tokens.len(),
+            data: &[],
+            ids: tokens,
+        });
+    }
+    let d = m.config.n_embd;
+    let x = &st.scratch.x[..tokens.len() * d];
+    observe::rows(
+        &mut st.observer,
+        Stage::Embedding,
+        NO_LAYER,
+        pos0,
+        tokens.len(),
+        x,
+    );
     fill_rope(m, st, tokens.len(), pos0);
     for (il, lw) in m.weights.layers.iter().enumerate() {
         if st.abort.load(Ordering::Relaxed) {
             return Err(Error::Aborted);
         }
         attention_block(m, st, il, &lw.attn, tokens.len(), pos0)?;
-        ffn_block(m, st, lw, tokens.len())?;
+        ffn_block(m, st, lw, il, tokens.len(), pos0)?;
+        let x = &st.scratch.x[..tokens.len() * d];
+        observe::rows(&mut st.observer, Stage::Residual, il, pos0, tokens.len(), x);
     }
-    output(m, st, tokens.len(), outputs)
+    output(m, st, tokens.len(), pos0, outputs)
 }
 
 /// The token embeddings, scaled where the family scales them: the residual stream's start.
@@ -282,6 +308,14 @@ fn attention_block(
         c.rms_eps,
         &mut sc.xn[..n * d],
     );
+    observe::rows(
+        &mut st.observer,
+        Stage::AttnInput,
+        il,
+        pos0,
+        n,
+        &sc.xn[..n * d],
+    );
     let (q, k, v) = (
         &mut sc.q[..n * qd],
         &mut sc.k[..n * kd],
@@ -348,6 +382,8 @@ fn attention_block(
         rope.apply(&mut q[t * qd..(t + 1) * qd], c.head_dim, cs);
         rope.apply(&mut k[t * kd..(t + 1) * kd], c.head_dim, cs);
     }
+    observe::rows(&mut st.observer, Stage::Query, il, pos0, n, q);
+    observe::rows(&mut st.observer, Stage::Key, il, pos0, n, k);
     let layer_kv = &mut st.kv.layers[il];
     layer_kv.k.write(pos0, kd, k);
     layer_kv.v.write(pos0, vd, v);
@@ -365,6 +401,9 @@ fn attention_block(
     };
     let att = &mut sc.att[..n * c.n_head * c.head_dim_v];
     attention::attention(st.pool, st.kernels, &shape, q, layer_kv, &sc.scores, att);
+    if let Some(o) = st.observer.as_deref_mut() {
+        attention::observe_weights(st.kernels, &shape, il, q, layer_kv, &sc.scores, o);
+    }
     let proj = &mut sc.proj[..n * d];
     kernels::matmul(
         st.pool,
@@ -378,12 +417,28 @@ fn attention_block(
     if let Some(pn) = &a.post_norm {
         rms_chunks(proj, pn.get(file), c.rms_eps);
     }
+    observe::rows(&mut st.observer, Stage::AttnOut, il, pos0, n, proj);
     ops::add_assign(&mut sc.x[..n * d], proj);
+    observe::rows(
+        &mut st.observer,
+        Stage::ResidualMid,
+        il,
+        pos0,
+        n,
+        &sc.x[..n * d],
+    );
     Ok(())
 }
 
 /// x += ffn(norm(x)): dense, fused gate+up, or routed experts.
-fn ffn_block(m: &ModelInner, st: &mut ForwardState<'_>, lw: &LayerWeights, n: usize) -> Result<()> {
+fn ffn_block(
+    m: &ModelInner,
+    st: &mut ForwardState<'_>,
+    lw: &LayerWeights,
+    il: usize,
+    n: usize,
+    pos0: usize,
+) -> Result<()> {
     let (c, file) = (&m.config, m.file.bytes());
     let f: &FeedForward = &lw.ffn;
     let sc = &mut *st.scratch;
@@ -393,6 +448,14 @@ fn ffn_block(m: &ModelInner, st: &mut ForwardState<'_>, lw: &LayerWeights, n: us
         f.norm.get(file),
         c.rms_eps,
         &mut sc.xn[..n * d],
+    );
+    observe::rows(
+        &mut st.observer,
+        Stage::FfnInput,
+        il,
+        pos0,
+        n,
+        &sc.xn[..n * d],
     );
     let xn = &sc.xn[..n * d];
     let proj = &mut sc.proj[..n * d];
@@ -414,6 +477,8 @@ fn ffn_block(m: &ModelInner, st: &mut ForwardState<'_>, lw: &LayerWeights, n: us
                 &mut bufs,
                 proj,
             )?;
+            let h = &bufs.gate[..n * gate.rows];
+            observe::rows(&mut st.observer, Stage::FfnHidden, il, pos0, n, h);
         }
         Ffn::FusedGateUp { gate_up, down } => {
             let ff = down.cols;
@@ -441,6 +506,7 @@ fn ffn_block(m: &ModelInner, st: &mut ForwardState<'_>, lw: &LayerWeights, n: us
                 bufs.act,
                 proj,
             )?;
+            observe::rows(&mut st.observer, Stage::FfnHidden, il, pos0, n, gate);
         }
         Ffn::Moe(w) => {
             let (Some(mc), Some(ms)) = (&c.moe, sc.moe.as_mut()) else {
@@ -461,17 +527,26 @@ fn ffn_block(m: &ModelInner, st: &mut ForwardState<'_>, lw: &LayerWeights, n: us
                 ms,
                 proj,
             )?;
+            let choice = ms.choices(n, mc.n_expert_used);
+            observe::route(&mut st.observer, il, pos0, mc.n_expert_used, choice);
         }
     }
     if let Some(pn) = &f.post_norm {
         rms_chunks(proj, pn.get(file), c.rms_eps);
     }
+    observe::rows(&mut st.observer, Stage::FfnOut, il, pos0, n, proj);
     ops::add_assign(&mut sc.x[..n * d], proj);
     Ok(())
 }
 
 /// The final norm and the output projection for the rows `outputs` asks for.
-fn output(m: &ModelInner, st: &mut ForwardState<'_>, n: usize, outputs: Outputs) -> Result<()> {
+fn output(
+    m: &ModelInner,
+    st: &mut ForwardState<'_>,
+    n: usize,
+    pos0: usize,
+    outputs: Outputs,
+) -> Result<()> {
     let (c, w, file) = (&m.config, &m.weights, m.file.bytes());
     let sc = &mut *st.scratch;
     let d = c.n_embd;
@@ -487,8 +562,16 @@ fn output(m: &ModelInner, st: &mut ForwardState<'_>, n: usize, outputs: Outputs)
         c.rms_eps,
         &mut sc.xn[..n_out * d],
     );
-    let logits = &mut st.logits[..n_out * c.n_vocab];
     let xn = &sc.xn[..n_out * d];
+    observe::rows(
+        &mut st.observer,
+        Stage::FinalNorm,
+        NO_LAYER,
+        pos0 + first,
+        n_out,
+        xn,
+    );
+    let logits = &mut st.logits[..n_out * c.n_vocab];
     kernels::matmul(
         st.pool,
         st.kernels,
@@ -501,5 +584,13 @@ fn output(m: &ModelInner, st: &mut ForwardState<'_>, n: usize, outputs: Outputs)
     if c.final_logit_softcap > 0.0 {
         ops::softcap(logits, c.final_logit_softcap);
     }
+    observe::rows(
+        &mut st.observer,
+        Stage::Logits,
+        NO_LAYER,
+        pos0 + first,
+        n_out,
+        logits,
+    );
     Ok(())
 }

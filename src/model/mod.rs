@@ -7,6 +7,7 @@ pub mod family;
 pub(crate) mod forward;
 pub mod kv;
 mod moe;
+pub mod observe;
 pub mod ops;
 pub mod weights;
 

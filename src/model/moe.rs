@@ -45,6 +45,11 @@ impl MoeScratch {
         }
     }
 
+    /// The (expert, weight) choices of the last batch's first `n` tokens, `k` each.
+    pub fn choices(&self, n: usize, k: usize) -> &[(u32, f32)] {
+        &self.choice[..n * k]
+    }
+
     pub fn size_bytes(&self) -> usize {
         4 * (self.probs.len() + self.order.len() + self.xg.len() + self.yg.len())
             + 8 * (self.choice.len() + self.start.len() + self.next.len())

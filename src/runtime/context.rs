@@ -9,6 +9,7 @@ use crate::error::{Error, Result};
 use crate::kernels::{Kernels, Pool};
 use crate::model::config::ModelConfig;
 use crate::model::forward::{self, ForwardState, Outputs, Scratch};
+use crate::model::observe::Observer;
 use crate::model::Model;
 use crate::tokenizer::Token;
 
@@ -68,6 +69,8 @@ pub struct Context {
     /// Buffers for re-rotating keys in a context shift.
     shift_cs: Vec<f32>,
     shift_row: Vec<f32>,
+    /// Shown every decode's stages when set (None: the pass skips each stage's test).
+    observer: Option<Box<dyn Observer + Send>>,
 }
 
 /// Refuses a context whose buffers cannot exist in this address space. Their sizes are
@@ -157,6 +160,7 @@ impl Context {
             abort: Arc::new(AtomicBool::new(false)),
             shift_cs: vec![0.0; c.rope.n_dims.max(c.rope_swa.n_dims)],
             shift_row: vec![0.0; c.kv_dim()],
+            observer: None,
             pool,
             params,
             model: model.clone(),
@@ -302,7 +306,49 @@ impl Context {
         self.decode_impl(tokens, Outputs::All)
     }
 
+    /// Sets (or with `None` removes) the observer every later decode shows its stages to.
+    pub fn set_observer(&mut self, observer: Option<Box<dyn Observer + Send>>) {
+        self.observer = observer;
+    }
+
+    /// Removes the observer and returns it.
+    pub fn take_observer(&mut self) -> Option<Box<dyn Observer + Send>> {
+        self.observer.take()
+    }
+
+    /// [`Context::decode_all`] (with `all`, else [`Context::decode`]) showing this call's
+    /// stages to `obs`, borrowed for the call only.
+    pub fn decode_observed(
+        &mut self,
+        tokens: &[Token],
+        all: bool,
+        obs: &mut dyn Observer,
+    ) -> Result<()> {
+        if all && !self.params.logits_all {
+            return Err(Error::InvalidArgument(
+                "logits for every token need a context created with logits_all".into(),
+            ));
+        }
+        self.clear_abort();
+        let out = if all { Outputs::All } else { Outputs::Last };
+        self.decode_with(tokens, out, Some(obs))
+    }
+
     fn decode_impl(&mut self, tokens: &[Token], outputs: Outputs) -> Result<()> {
+        // Taken out for the call so the pass can borrow it beside the context's buffers.
+        let mut boxed = self.observer.take();
+        let obs = boxed.as_deref_mut().map(|o| o as &mut dyn Observer);
+        let r = self.decode_with(tokens, outputs, obs);
+        self.observer = boxed;
+        r
+    }
+
+    fn decode_with(
+        &mut self,
+        tokens: &[Token],
+        outputs: Outputs,
+        mut obs: Option<&mut dyn Observer>,
+    ) -> Result<()> {
         if tokens.is_empty() {
             return Err(Error::InvalidArgument("no tokens to decode".into()));
         }
@@ -337,6 +383,7 @@ impl Context {
                 kernels: self.kernels,
                 abort: &self.abort,
                 logits: &mut self.logits,
+                observer: obs.as_mut().map(|o| &mut **o as &mut dyn Observer),
             };
             let pos0 = self.tokens.len();
             if let Err(e) = forward::forward(inner, &mut st, chunk, pos0, out) {

@@ -141,6 +141,82 @@ const val EMBER_TEMPLATE_GIVEN: Int = 1
 const val EMBER_TEMPLATE_BUILTIN: Int = 2
 
 /**
+ * `ember_view.stage`: the batch's token ids (`ids`, no `data`).
+ */
+const val EMBER_STAGE_TOKENS: Int = 0
+
+/**
+ * Embedding rows: the residual stream's start.
+ */
+const val EMBER_STAGE_EMBEDDING: Int = 1
+
+/**
+ * The residual after RMSNorm: the attention block's input.
+ */
+const val EMBER_STAGE_ATTN_INPUT: Int = 2
+
+/**
+ * Queries after RoPE (n_head * head_dim per row).
+ */
+const val EMBER_STAGE_QUERY: Int = 3
+
+/**
+ * Keys after RoPE (n_head_kv * head_dim per row).
+ */
+const val EMBER_STAGE_KEY: Int = 4
+
+/**
+ * Softmax weights of query `pos0` of `head` over keys `pos0 + 1 - n_data ..= pos0`; only
+ * for the heads `wants_attention` accepts.
+ */
+const val EMBER_STAGE_ATTN_WEIGHTS: Int = 5
+
+/**
+ * The attention block's output, as added to the residual.
+ */
+const val EMBER_STAGE_ATTN_OUT: Int = 6
+
+/**
+ * The residual after the attention block.
+ */
+const val EMBER_STAGE_RESIDUAL_MID: Int = 7
+
+/**
+ * The residual after RMSNorm: the feed-forward block's input.
+ */
+const val EMBER_STAGE_FFN_INPUT: Int = 8
+
+/**
+ * Hidden activations act(gate) * up of a dense feed-forward block.
+ */
+const val EMBER_STAGE_FFN_HIDDEN: Int = 9
+
+/**
+ * One token's MoE choice: experts in `ids`, their weights in `data`.
+ */
+const val EMBER_STAGE_MOE_ROUTE: Int = 10
+
+/**
+ * The feed-forward block's output, as added to the residual.
+ */
+const val EMBER_STAGE_FFN_OUT: Int = 11
+
+/**
+ * The residual after the layer.
+ */
+const val EMBER_STAGE_RESIDUAL: Int = 12
+
+/**
+ * The final norm of the rows that get logits.
+ */
+const val EMBER_STAGE_FINAL_NORM: Int = 13
+
+/**
+ * The logits.
+ */
+const val EMBER_STAGE_LOGITS: Int = 14
+
+/**
  * What a function did. Every function that can fail returns one; on anything but
  * `EMBER_OK`, `ember_last_error()` says what was wrong. The numbers are fixed: a code is
  * never renumbered, and a retired code is never reused for another meaning.
@@ -801,6 +877,86 @@ open class ember_chat_info : Structure {
 }
 
 /**
+ * One stage's numbers: `rows` rows of `n_data / rows` floats for positions `pos0..`.
+ * Everything it points to belongs to ember and is valid only during the callback.
+ */
+@Structure.FieldOrder("stage", "layer", "head", "pos0", "rows", "data", "n_data", "ids", "n_ids")
+open class ember_view : Structure {
+    /**
+     * One of `EMBER_STAGE_*`.
+     */
+    @JvmField var stage: Int = 0
+    /**
+     * The layer, or -1 outside the layers.
+     */
+    @JvmField var layer: Int = 0
+    /**
+     * The head of `EMBER_STAGE_ATTN_WEIGHTS`, else -1.
+     */
+    @JvmField var head: Int = 0
+    @JvmField var pos0: Int = 0
+    @JvmField var rows: Int = 0
+    @JvmField var data: Pointer? = null
+    @JvmField var n_data: SizeT = SizeT()
+    /**
+     * Token ids (`EMBER_STAGE_TOKENS`) or experts (`EMBER_STAGE_MOE_ROUTE`), else NULL.
+     */
+    @JvmField var ids: Pointer? = null
+    @JvmField var n_ids: SizeT = SizeT()
+
+    constructor() : super()
+    constructor(p: Pointer?) : super(p) {
+        read()
+    }
+
+    class ByReference : ember_view(), Structure.ByReference
+
+    class ByValue : ember_view(), Structure.ByValue
+}
+
+/**
+ * Receives one view. Runs on the thread that decodes, inside the decode call: it must
+ * not throw or longjmp; calls on the same context fail with `EMBER_ERR_BUSY`.
+ */
+fun interface ember_observe_fn : Callback {
+    fun invoke(view: Pointer?, user_data: Pointer?)
+}
+
+/**
+ * Says whether to compute the attention weights of `head` in `layer` (a second pass over
+ * that head's scores). NULL: none.
+ */
+fun interface ember_wants_attention_fn : Callback {
+    fun invoke(layer: Int, head: Int, user_data: Pointer?): Boolean
+}
+
+/**
+ * An observer. Set `struct_size = sizeof(ember_observer)`.
+ */
+@Structure.FieldOrder("struct_size", "observe", "wants_attention", "user_data")
+open class ember_observer : Structure {
+    @JvmField var struct_size: Int = 0
+    /**
+     * Called for every stage; NULL is refused.
+     */
+    @JvmField var observe: ember_observe_fn? = null
+    @JvmField var wants_attention: ember_wants_attention_fn? = null
+    /**
+     * Passed to both callbacks.
+     */
+    @JvmField var user_data: Pointer? = null
+
+    constructor() : super()
+    constructor(p: Pointer?) : super(p) {
+        read()
+    }
+
+    class ByReference : ember_observer(), Structure.ByReference
+
+    class ByValue : ember_observer(), Structure.ByValue
+}
+
+/**
  * The functions of ember.h, bound by JNA direct mapping to libember.
  *
  * The library is found the JNA way: `jna.library.path`, the system's library path, or
@@ -1428,4 +1584,16 @@ object EmberNative {
      */
     @JvmStatic
     external fun ember_state_load_file(ctx: ember_context?, path: Pointer?): ember_status
+
+    /**
+     * Sets the observer every later decode of `ctx` shows its stages to (NULL removes it).
+     * The struct is copied; `user_data` must stay valid while the observer is set. Off by
+     * default, and free when off. Not thread-safe.
+     *
+     * # Safety
+     * `ctx` is NULL or live; `observer` is NULL or points to `observer->struct_size` bytes,
+     * with callbacks that may run on any thread that decodes with `ctx`.
+     */
+    @JvmStatic
+    external fun ember_context_set_observer(ctx: ember_context?, observer: ember_observer?): ember_status
 }
