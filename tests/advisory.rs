@@ -17,60 +17,15 @@
 
 mod common;
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use common::gguf_writer::{ty, Gguf, Tensor, Val};
+use common::peak_alloc::{peak_of, PeakAlloc};
 use ember::gguf::Storage;
 use ember::{Context, ContextParams, GgmlType, GgufFile, Model};
 
-struct Counting;
-
-thread_local! {
-    static LIVE: Cell<isize> = const { Cell::new(0) };
-    static PEAK: Cell<isize> = const { Cell::new(0) };
-}
-
-fn note(delta: isize) {
-    // `try_with`: the allocator also runs while thread-locals are being torn down.
-    let _ = LIVE.try_with(|live| {
-        let now = live.get() + delta;
-        live.set(now);
-        let _ = PEAK.try_with(|p| p.set(p.get().max(now)));
-    });
-}
-
-// SAFETY: every call is forwarded unchanged to the system allocator; the wrapper only
-// updates thread-local counters, which never allocate (const-initialised, no destructor).
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        note(layout.size() as isize);
-        // SAFETY: same contract as our caller's.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        note(layout.size() as isize);
-        // SAFETY: same contract as our caller's.
-        unsafe { System.alloc_zeroed(layout) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        note(-(layout.size() as isize));
-        // SAFETY: same contract as our caller's.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        note(new_size as isize - layout.size() as isize);
-        // SAFETY: same contract as our caller's.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
 #[global_allocator]
-static ALLOC: Counting = Counting;
+static ALLOC: PeakAlloc = PeakAlloc;
 
 /// Memory a hostile load may take beyond the file's own bytes (which the caller's storage
 /// holds before the load starts): the tables of a 16-token vocabulary, RoPE tables and
@@ -194,12 +149,11 @@ fn base_file() -> Vec<u8> {
 /// name the case.
 fn load_measured(case: &str, bytes: &[u8]) -> (ember::Result<Model>, usize) {
     let storage = Storage::from_bytes(bytes);
-    let base = LIVE.with(|l| l.get());
-    PEAK.with(|p| p.set(base));
-    let r = catch_unwind(AssertUnwindSafe(|| {
-        GgufFile::from_storage(storage).and_then(Model::from_gguf)
-    }));
-    let peak = (PEAK.with(|p| p.get()) - base).max(0) as usize;
+    let (r, peak) = peak_of(|| {
+        catch_unwind(AssertUnwindSafe(|| {
+            GgufFile::from_storage(storage).and_then(Model::from_gguf)
+        }))
+    });
     match r {
         Ok(r) => (r, peak),
         Err(_) => panic!("{case}: the load panicked"),
@@ -636,11 +590,8 @@ fn small_ctx() -> ContextParams {
 /// A state error: the message, with the context unchanged and the allocation bounded.
 fn refuse_state(case: &str, ctx: &mut Context, state: &[u8], expect: &[&str]) {
     let before = ctx.tokens().to_vec();
-    let base = LIVE.with(|l| l.get());
-    PEAK.with(|p| p.set(base));
-    let r = catch_unwind(AssertUnwindSafe(|| ctx.load_state(state)))
-        .unwrap_or_else(|_| panic!("{case}: load_state panicked"));
-    let peak = (PEAK.with(|p| p.get()) - base).max(0) as usize;
+    let (r, peak) = peak_of(|| catch_unwind(AssertUnwindSafe(|| ctx.load_state(state))));
+    let r = r.unwrap_or_else(|_| panic!("{case}: load_state panicked"));
     let msg = match r {
         Ok(()) => panic!("{case}: the state loaded"),
         Err(e) => e.to_string(),
@@ -766,10 +717,7 @@ fn hostile_states() {
     let big = dir.join("big.state");
     let f = std::fs::File::create(&big).unwrap();
     f.set_len(1 << 40).unwrap();
-    let base = LIVE.with(|l| l.get());
-    PEAK.with(|p| p.set(base));
-    let e = ca.load_state_file(&big).unwrap_err().to_string();
-    let peak = (PEAK.with(|p| p.get()) - base).max(0) as usize;
+    let (e, peak) = peak_of(|| ca.load_state_file(&big).unwrap_err().to_string());
     assert!(e.contains("larger than any state"), "{e}");
     assert!(peak <= ca.max_state_size() + BUDGET, "{peak}");
     let _ = std::fs::remove_dir_all(&dir);

@@ -5,61 +5,16 @@
 
 mod common;
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use common::gguf_writer::{ty, Gguf, Tensor, Val, Written};
+use common::peak_alloc::{peak_of, PeakAlloc};
 use common::{rich_file, Rng};
 use ember::gguf::{GgufFile, Storage, ValueType};
 use ember::GgmlType;
 
-struct Counting;
-
-thread_local! {
-    static LIVE: Cell<isize> = const { Cell::new(0) };
-    static PEAK: Cell<isize> = const { Cell::new(0) };
-}
-
-fn note(delta: isize) {
-    // `try_with`: the allocator also runs while thread-locals are being torn down.
-    let _ = LIVE.try_with(|live| {
-        let now = live.get() + delta;
-        live.set(now);
-        let _ = PEAK.try_with(|p| p.set(p.get().max(now)));
-    });
-}
-
-// SAFETY: every call is forwarded unchanged to the system allocator; the wrapper only
-// updates thread-local counters, which never allocate (const-initialised, no destructor).
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        note(layout.size() as isize);
-        // SAFETY: same contract as our caller's.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        note(layout.size() as isize);
-        // SAFETY: same contract as our caller's.
-        unsafe { System.alloc_zeroed(layout) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        note(-(layout.size() as isize));
-        // SAFETY: same contract as our caller's.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        note(new_size as isize - layout.size() as isize);
-        // SAFETY: same contract as our caller's.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
 #[global_allocator]
-static ALLOC: Counting = Counting;
+static ALLOC: PeakAlloc = PeakAlloc;
 
 /// Memory a parse may take beyond the file's own size: the tables of what the file really
 /// holds, error strings, and the like. A count or length the file only claims (2^40
@@ -70,11 +25,7 @@ const SLACK: usize = 8 * 1024;
 /// result with the peak number of bytes allocated during the parse.
 fn parse_measured(bytes: &[u8]) -> (ember::Result<GgufFile>, usize) {
     let storage = Storage::from_bytes(bytes);
-    let base = LIVE.with(|l| l.get());
-    PEAK.with(|p| p.set(base));
-    let r = GgufFile::from_storage(storage);
-    let peak = PEAK.with(|p| p.get()) - base;
-    (r, peak.max(0) as usize)
+    peak_of(|| GgufFile::from_storage(storage))
 }
 
 /// Asserts that `bytes` is rejected with a message containing every string in `expect`,

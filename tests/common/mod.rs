@@ -3,6 +3,7 @@
 
 pub mod gguf_writer;
 pub mod golden;
+pub mod peak_alloc;
 
 use std::path::PathBuf;
 
