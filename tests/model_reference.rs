@@ -6,11 +6,16 @@
 //! - top-1 agreement with the reference ≥ llama.cpp's − 1 point;
 //! - perplexity within 0.5% of the reference's.
 //!
-//! The perplexity bar is one llama.cpp misses too (on the real SmolLM2 by +0.53% and Gemma
-//! 3 by +0.51%: activations quantized to 8 bits move the log-probabilities of the scored
-//! tokens systematically), so a model over 0.5% is printed as a FINDING and fails only
-//! when ember is also more than PPL_SLACK points further from the reference than
-//! llama.cpp is. The 0.5% stays the goal (issue 10); this is the part of it CI holds.
+//! The perplexity bar is one llama.cpp misses too, and one that the activations' 8-bit
+//! quantization alone misses: the reference with only that change (every matrix input
+//! rounded as quantize_row_q8_0 does, the rest float64) moves llama-rope-freqs-q8_0 by
+//! +0.86% (ember +0.78%, llama.cpp +0.87%). On random-weight models the scored tokens sit
+//! at log-probability ~−19, where the per-position difference has a standard deviation of
+//! 0.06–0.24 nats, so the standard error of the mean over ~1000 positions is 0.2–0.7%:
+//! the 0.5% bar is within noise. So a model over 0.5% is printed as a FINDING, with that
+//! standard error, and fails only when ember is also more than PPL_SLACK points further
+//! from the reference than llama.cpp is. The 0.5% stays the goal (issue 10); this is the
+//! part of it CI holds.
 //!
 //! KL is the coarse KL over the reference's top 10 tokens plus the rest, as
 //! tools/make-reference-fixtures computes llama.cpp's. EMBER_REFERENCE_MODELS (comma-separated
@@ -106,8 +111,11 @@ fn parse(path: &Path) -> Fixture {
     }
 }
 
-/// ember's (mean KL, top-1, perplexity) over the fixture's positions.
-fn measure(model: &Model, fx: &Fixture) -> (f64, f64, f64) {
+/// ember's (mean KL, top-1, perplexity, standard error of the perplexity ratio) over the
+/// fixture's positions. The standard error is that of the mean per-position difference of
+/// next-token log-probabilities (ember − reference), as a ratio: it says how far from 0 the
+/// perplexity difference would wander from noise alone on this many positions.
+fn measure(model: &Model, fx: &Fixture) -> (f64, f64, f64, f64) {
     let longest = fx.passages.iter().map(|p| p.tokens.len()).max().unwrap();
     let mut ctx = Context::new(
         model,
@@ -121,6 +129,7 @@ fn measure(model: &Model, fx: &Fixture) -> (f64, f64, f64) {
     .expect("context");
     let (mut kl, mut agree, mut positions) = (0.0, 0usize, 0usize);
     let (mut nll, mut scored) = (0.0, 0usize);
+    let (mut dsum, mut dsq) = (0.0, 0.0);
     for p in &fx.passages {
         ctx.reset();
         ctx.decode_all(&p.tokens).expect("decode");
@@ -131,15 +140,22 @@ fn measure(model: &Model, fx: &Fixture) -> (f64, f64, f64) {
             positions += 1;
             if let Some(&next) = p.tokens.get(i + 1) {
                 let lse = common::golden::logsumexp(logits);
-                nll -= f64::from(logits[next as usize]) - lse;
+                let lp = f64::from(logits[next as usize]) - lse;
+                nll -= lp;
                 scored += 1;
+                let d = top.next_logprob - lp;
+                dsum += d;
+                dsq += d * d;
             }
         }
     }
+    let n = scored as f64;
+    let var = (dsq / n - (dsum / n).powi(2)).max(0.0);
     (
         kl / positions as f64,
         agree as f64 / positions as f64,
-        (nll / scored as f64).exp(),
+        (nll / n).exp(),
+        (var / n).sqrt(),
     )
 }
 
@@ -188,24 +204,25 @@ fn every_family_is_at_least_as_close_to_the_exact_model_as_llama_cpp() {
     let paths = fixtures();
     assert!(!paths.is_empty(), "no reference fixtures selected");
     println!(
-        "{:<22} {:>9} {:>9} {:>7} {:>7} {:>9} {:>9}",
-        "model", "KL ember", "KL llama", "top1 e", "top1 l", "ppl Δ e", "ppl Δ l"
+        "{:<22} {:>9} {:>9} {:>7} {:>7} {:>9} {:>7} {:>9}",
+        "model", "KL ember", "KL llama", "top1 e", "top1 l", "ppl Δ e", "± SE", "ppl Δ l"
     );
     for path in paths {
         let fx = parse(&path);
         let model = Model::load(model_path(&fx, &mut synthetic), &ModelParams::default())
             .unwrap_or_else(|e| panic!("{}: {e}", fx.name));
-        let (kl, top1, ppl) = measure(&model, &fx);
+        let (kl, top1, ppl, se) = measure(&model, &fx);
         let dppl = ppl / fx.ref_ppl - 1.0;
         let (lkl, ltop1, lppl) = fx.llamacpp.unwrap_or((f64::NAN, f64::NAN, f64::NAN));
         println!(
-            "{:<22} {:>9.5} {:>9.5} {:>7.4} {:>7.4} {:>+8.3}% {:>+8.3}%",
+            "{:<22} {:>9.5} {:>9.5} {:>7.4} {:>7.4} {:>+8.3}% {:>6.3}% {:>+8.3}%",
             fx.name,
             kl,
             lkl,
             top1,
             ltop1,
             100.0 * dppl,
+            100.0 * se,
             100.0 * (lppl / fx.ref_ppl - 1.0)
         );
         let mut fail = |what: String| failures.push(format!("{}: {what}", fx.name));
@@ -226,9 +243,10 @@ fn every_family_is_at_least_as_close_to_the_exact_model_as_llama_cpp() {
         let lppl_rel = (lppl / fx.ref_ppl - 1.0).abs();
         if dppl.abs() > PPL_REL {
             println!(
-                "FINDING: {}: perplexity {:+.3}% from the reference's (bar 0.5%; llama.cpp {:.3}%)",
+                "FINDING: {}: perplexity {:+.3}% (± {:.3}% standard error) from the reference's (bar 0.5%; llama.cpp {:.3}%)",
                 fx.name,
                 100.0 * dppl,
+                100.0 * se,
                 100.0 * lppl_rel
             );
             if dppl.abs() > lppl_rel + PPL_SLACK {
