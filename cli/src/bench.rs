@@ -1,7 +1,13 @@
-//! `ember bench -m FILE [-p 128] [-n 64] [-t N] [-r 5]`: prompt processing (pp) and token
-//! generation (tg) speed, measured as llama-bench does: each test starts from an empty
-//! context, runs once untimed to warm up, then `r` timed repetitions reported as
-//! mean ± standard deviation of tokens per second.
+//! `ember bench -m FILE [-p 128] [-n 64] [-d 0] [-t N] [-r 5]`: prompt processing (pp) and
+//! token generation (tg) speed, measured as llama-bench does. `-p`, `-n`, `-d` and `-t`
+//! take comma lists, and every combination is a test. Each test starts from a context
+//! holding DEPTH tokens (0: empty), runs once untimed to warm up, then `r` timed
+//! repetitions reported as mean ± standard deviation of tokens per second.
+//!
+//! The depth is filled once per thread count and depth, untimed; after each repetition the
+//! cache is truncated back to it, which leaves exactly the state a fresh fill would (a
+//! prefix's keys and values do not depend on what came after it), so deep tests do not
+//! pay for thousands of prompt tokens per repetition.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -15,19 +21,37 @@ pub struct Args {
     /// The GGUF model.
     #[arg(short, long)]
     model: PathBuf,
-    /// Prompt length of the pp test (0 = skip).
-    #[arg(short = 'p', long = "n-prompt", default_value_t = 128)]
-    n_prompt: usize,
-    /// Tokens of the tg test (0 = skip).
-    #[arg(short = 'n', long = "n-gen", default_value_t = 64)]
-    n_gen: usize,
-    /// Worker threads (0 = all cores).
-    #[arg(short, long, default_value_t = 0)]
-    threads: usize,
+    /// Prompt lengths of the pp tests (0 = none), comma-separated.
+    #[arg(
+        short = 'p',
+        long = "n-prompt",
+        value_delimiter = ',',
+        default_value = "128"
+    )]
+    n_prompt: Vec<usize>,
+    /// Tokens of the tg tests (0 = none), comma-separated.
+    #[arg(
+        short = 'n',
+        long = "n-gen",
+        value_delimiter = ',',
+        default_value = "64"
+    )]
+    n_gen: Vec<usize>,
+    /// Tokens already in the cache before each test, comma-separated.
+    #[arg(
+        short = 'd',
+        long = "n-depth",
+        value_delimiter = ',',
+        default_value = "0"
+    )]
+    n_depth: Vec<usize>,
+    /// Worker threads (0 = all cores), comma-separated.
+    #[arg(short, long, value_delimiter = ',', default_value = "0")]
+    threads: Vec<usize>,
     /// Timed repetitions.
     #[arg(short, long, default_value_t = 5)]
     reps: usize,
-    /// Batch size for the prompt.
+    /// Batch size for the prompt (and for filling the depth).
     #[arg(short, long, default_value_t = 512)]
     batch: usize,
     /// Print one JSON object per test instead of a table.
@@ -46,87 +70,155 @@ fn mean_sd(v: &[f64]) -> (f64, f64) {
     (mean, var.sqrt())
 }
 
-pub fn run(a: Args) -> ember::Result<()> {
-    let model = Model::load(&a.model, &ModelParams::default())?;
-    let n_ctx = (a.n_prompt + a.n_gen).max(16);
+/// One measured test: `pp`/`tg` of `n` tokens after `depth`, at `threads`.
+struct Row {
+    test: String,
+    n_prompt: usize,
+    n_gen: usize,
+    depth: usize,
+    threads: usize,
+    kernels: &'static str,
+    mean: f64,
+    sd: f64,
+}
+
+/// Arbitrary but fixed tokens, as llama-bench uses random ones: content does not change
+/// speed. Kept away from the ids a tokenizer treats specially by spreading over the vocab.
+fn tokens(n: usize, n_vocab: usize) -> Vec<Token> {
+    (0..n as u64)
+        .map(|i| ((i * 2_654_435_761 + 17) % n_vocab as u64) as Token)
+        .collect()
+}
+
+/// Times `reps` repetitions (after one warm-up) of `body`, which must return the context to
+/// `depth` tokens itself; returns tokens per second per repetition.
+fn time_reps(
+    ctx: &mut Context,
+    depth: usize,
+    reps: usize,
+    n: usize,
+    mut body: impl FnMut(&mut Context) -> ember::Result<()>,
+) -> ember::Result<Vec<f64>> {
+    let mut ts = Vec::with_capacity(reps);
+    for rep in 0..=reps {
+        ctx.truncate(depth);
+        let t0 = Instant::now();
+        body(ctx)?;
+        let dt = t0.elapsed().as_secs_f64();
+        if rep > 0 {
+            ts.push(n as f64 / dt);
+        }
+    }
+    ctx.truncate(depth);
+    Ok(ts)
+}
+
+fn bench_threads(
+    model: &Model,
+    a: &Args,
+    threads: usize,
+    rows: &mut Vec<Row>,
+) -> ember::Result<()> {
+    let max = |v: &[usize]| v.iter().copied().max().unwrap_or(0);
+    let n_ctx = (max(&a.n_depth) + max(&a.n_prompt).max(max(&a.n_gen))).max(16);
     let mut ctx = Context::new(
-        &model,
+        model,
         ContextParams {
             n_ctx,
             n_batch: a.batch.max(1),
-            n_threads: a.threads,
+            n_threads: threads,
             ..Default::default()
         },
     )?;
-    let n_vocab = model.n_vocab() as u64;
-    // Arbitrary but fixed tokens, as llama-bench uses random ones: content does not change speed.
-    let tokens: Vec<Token> = (0..a.n_prompt.max(a.n_gen) as u64)
-        .map(|i| ((i * 2_654_435_761 + 17) % n_vocab) as Token)
-        .collect();
+    let toks = tokens(n_ctx, model.n_vocab());
+    let (threads, kernels) = (ctx.params().n_threads, ctx.kernels_name());
+    let mut depths = a.n_depth.clone();
+    depths.sort_unstable();
+    depths.dedup();
+    for &depth in &depths {
+        // Deeper fills extend the previous one: the cache keeps its prefix.
+        let have = ctx.n_past().min(depth);
+        ctx.truncate(have);
+        if depth > have {
+            ctx.decode(&toks[have..depth])?;
+        }
+        let mut push = |test: String, n_prompt, n_gen, ts: Vec<f64>| {
+            let (mean, sd) = mean_sd(&ts);
+            let test = if depth > 0 {
+                format!("{test} @ d{depth}")
+            } else {
+                test
+            };
+            rows.push(Row {
+                test,
+                n_prompt,
+                n_gen,
+                depth,
+                threads,
+                kernels,
+                mean,
+                sd,
+            });
+        };
+        for &p in a.n_prompt.iter().filter(|&&p| p > 0) {
+            let prompt = &toks[depth..depth + p];
+            let ts = time_reps(&mut ctx, depth, a.reps, p, |c| c.decode(prompt))?;
+            push(format!("pp{p}"), p, 0, ts);
+        }
+        for &n in a.n_gen.iter().filter(|&&n| n > 0) {
+            let gen = &toks[depth..depth + n];
+            let ts = time_reps(&mut ctx, depth, a.reps, n, |c| {
+                gen.iter().try_for_each(|&t| c.decode(&[t]))
+            })?;
+            push(format!("tg{n}"), 0, n, ts);
+        }
+    }
+    Ok(())
+}
+
+pub fn run(a: Args) -> ember::Result<()> {
+    let model = Model::load(&a.model, &ModelParams::default())?;
     let name = a
         .model
         .file_name()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_default();
     let mut rows = Vec::new();
-    if a.n_prompt > 0 {
-        let mut ts = Vec::new();
-        for rep in 0..=a.reps {
-            ctx.reset();
-            let t0 = Instant::now();
-            ctx.decode(&tokens[..a.n_prompt])?;
-            let dt = t0.elapsed().as_secs_f64();
-            if rep > 0 {
-                ts.push(a.n_prompt as f64 / dt);
-            }
-        }
-        rows.push((format!("pp{}", a.n_prompt), mean_sd(&ts)));
-    }
-    if a.n_gen > 0 {
-        let mut ts = Vec::new();
-        for rep in 0..=a.reps {
-            ctx.reset();
-            let t0 = Instant::now();
-            for &t in &tokens[..a.n_gen] {
-                ctx.decode(&[t])?;
-            }
-            let dt = t0.elapsed().as_secs_f64();
-            if rep > 0 {
-                ts.push(a.n_gen as f64 / dt);
-            }
-        }
-        rows.push((format!("tg{}", a.n_gen), mean_sd(&ts)));
+    for &t in &a.threads {
+        bench_threads(&model, &a, t, &mut rows)?;
     }
     let peak = peak_rss_bytes();
-    let threads = ctx.params().n_threads;
     if a.json {
-        for (test, (mean, sd)) in &rows {
+        for r in &rows {
             println!(
-                "{{\"model\":\"{}\",\"test\":\"{}\",\"threads\":{},\"reps\":{},\"avg_ts\":{:.3},\"stddev_ts\":{:.3},\"peak_rss\":{},\"kernels\":\"{}\"}}",
+                "{{\"model\":\"{}\",\"test\":\"{}\",\"n_prompt\":{},\"n_gen\":{},\"n_depth\":{},\"threads\":{},\"reps\":{},\"avg_ts\":{:.3},\"stddev_ts\":{:.3},\"peak_rss\":{},\"kernels\":\"{}\"}}",
                 name.replace('"', "'"),
-                test,
-                threads,
+                r.test,
+                r.n_prompt,
+                r.n_gen,
+                r.depth,
+                r.threads,
                 a.reps,
-                mean,
-                sd,
+                r.mean,
+                r.sd,
                 peak.unwrap_or(0),
-                ctx.kernels_name()
+                r.kernels
             );
         }
     } else {
         println!("| model | size | params | threads | kernels | test | t/s |");
         println!("| --- | ---: | ---: | ---: | --- | ---: | ---: |");
-        for (test, (mean, sd)) in &rows {
+        for r in &rows {
             println!(
                 "| {} | {} | {:.2} M | {} | {} | {} | {:.2} ± {:.2} |",
                 name,
                 fmt_bytes(model.size_bytes()),
                 model.n_params() as f64 / 1e6,
-                threads,
-                ctx.kernels_name(),
-                test,
-                mean,
-                sd
+                r.threads,
+                r.kernels,
+                r.test,
+                r.mean,
+                r.sd
             );
         }
         if let Some(p) = peak {
