@@ -136,6 +136,12 @@
 #define EMBER_KV_F32 1
 
 /**
+ * KV cache element type: 8-bit blocks of 32 with an f16 scale (llama.cpp's q8_0 cache),
+ * 53% of f16's memory; needs head sizes that are multiples of 32.
+ */
+#define EMBER_KV_Q8_0 2
+
+/**
  * `ember_generate_result.stop_reason`: the model produced an end-of-generation token.
  */
 #define EMBER_STOP_END_OF_GENERATION 1
@@ -469,7 +475,7 @@ typedef struct ember_context_params {
      */
     uint32_t n_threads;
     /**
-     * `EMBER_KV_F16` (default) or `EMBER_KV_F32`.
+     * `EMBER_KV_F16` (default), `EMBER_KV_F32` or `EMBER_KV_Q8_0`.
      */
     uint32_t kv_type;
     /**

@@ -282,3 +282,40 @@ fn one_model_four_threads_same_tokens_as_alone() {
     let together: Vec<Vec<Token>> = handles.into_iter().map(|h| h.join().unwrap()).collect();
     assert_eq!(alone, together);
 }
+
+/// The q8_0 KV cache: same logits as f16 within the cache's rounding, a state round trip
+/// that continues identically, a shift that keeps decoding, and states of one cache type
+/// refused by a context of the other.
+#[test]
+fn q8_0_kv_cache_decodes_saves_and_shifts() {
+    let q8 = |n_ctx| {
+        Context::new(
+            smollm(),
+            ContextParams {
+                n_ctx,
+                n_threads: 2,
+                kv_type: ember::KvType::Q8_0,
+                ..Default::default()
+            },
+        )
+        .unwrap()
+    };
+    let (mut a, mut f) = (q8(64), ctx(64));
+    a.decode(&PROMPT).unwrap();
+    f.decode(&PROMPT).unwrap();
+    let kl = kl_div(f.logits(), a.logits());
+    assert!(kl < 0.01, "q8_0 vs f16 KV cache: KL {kl}");
+    assert!(a.size_bytes() < f.size_bytes());
+
+    let state = a.save_state();
+    assert_eq!(state.len(), a.state_size());
+    let cont = greedy(&mut a, 6);
+    let mut b = q8(64);
+    b.load_state(&state).unwrap();
+    assert_eq!(greedy(&mut b, 6), cont);
+    assert!(matches!(ctx(64).load_state(&state), Err(Error::State(_))));
+
+    b.shift(4, 8).unwrap();
+    assert_eq!(b.n_past(), PROMPT.len() + 6 - 8);
+    greedy(&mut b, 4);
+}

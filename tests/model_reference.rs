@@ -26,7 +26,7 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use common::golden::{argmax, kl_topk, TopK};
-use ember::{Context, ContextParams, Model, ModelParams};
+use ember::{Context, ContextParams, KvType, Model, ModelParams};
 use serde_json::Value;
 
 const KL_SLACK: f64 = 0.0005;
@@ -115,7 +115,7 @@ fn parse(path: &Path) -> Fixture {
 /// fixture's positions. The standard error is that of the mean per-position difference of
 /// next-token log-probabilities (ember − reference), as a ratio: it says how far from 0 the
 /// perplexity difference would wander from noise alone on this many positions.
-fn measure(model: &Model, fx: &Fixture) -> (f64, f64, f64, f64) {
+fn measure(model: &Model, fx: &Fixture, kv_type: KvType) -> (f64, f64, f64, f64) {
     let longest = fx.passages.iter().map(|p| p.tokens.len()).max().unwrap();
     let mut ctx = Context::new(
         model,
@@ -123,6 +123,7 @@ fn measure(model: &Model, fx: &Fixture) -> (f64, f64, f64, f64) {
             n_ctx: longest,
             n_batch: longest,
             logits_all: true,
+            kv_type,
             ..ContextParams::default()
         },
     )
@@ -211,7 +212,7 @@ fn every_family_is_at_least_as_close_to_the_exact_model_as_llama_cpp() {
         let fx = parse(&path);
         let model = Model::load(model_path(&fx, &mut synthetic), &ModelParams::default())
             .unwrap_or_else(|e| panic!("{}: {e}", fx.name));
-        let (kl, top1, ppl, se) = measure(&model, &fx);
+        let (kl, top1, ppl, se) = measure(&model, &fx, KvType::F16);
         let dppl = ppl / fx.ref_ppl - 1.0;
         let (lkl, ltop1, lppl) = fx.llamacpp.unwrap_or((f64::NAN, f64::NAN, f64::NAN));
         println!(
@@ -240,6 +241,9 @@ fn every_family_is_at_least_as_close_to_the_exact_model_as_llama_cpp() {
                 "top-1 {top1:.4} < llama.cpp's {ltop1:.4} − {TOP1_SLACK}"
             ));
         }
+        if fx.name == "smollm2" || fx.name == "gemma3" {
+            check_q8_0_kv(&model, &fx, (kl, top1), &mut fail);
+        }
         let lppl_rel = (lppl / fx.ref_ppl - 1.0).abs();
         if dppl.abs() > PPL_REL {
             println!(
@@ -259,4 +263,24 @@ fn every_family_is_at_least_as_close_to_the_exact_model_as_llama_cpp() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// The q8_0 KV cache (issue 11) against the f16 one, on the real models (the synthetic ones
+/// have heads of 16, which q8_0 blocks of 32 do not fit), both measured against the exact
+/// model on the same positions. The 8-bit cache costs some fidelity (measured: KL +0.0004
+/// and top-1 −0.9 points on SmolLM2, +0.0002 and −0.9 on Gemma 3), bounded here.
+fn check_q8_0_kv(model: &Model, fx: &Fixture, f16: (f64, f64), fail: &mut impl FnMut(String)) {
+    const Q8_KV_KL_SLACK: f64 = 0.001;
+    const Q8_KV_TOP1_SLACK: f64 = 0.02;
+    let (kl, top1, ppl, _) = measure(model, fx, KvType::Q8_0);
+    println!(
+        "  with a q8_0 KV cache: KL {kl:.5}, top-1 {top1:.4}, ppl Δ {:+.3}%",
+        100.0 * (ppl / fx.ref_ppl - 1.0)
+    );
+    if kl > f16.0 + Q8_KV_KL_SLACK || kl >= KL_MAX {
+        fail(format!("q8_0 KV cache: KL {kl:.5}, f16 {:.5}", f16.0));
+    }
+    if top1 < f16.1 - Q8_KV_TOP1_SLACK {
+        fail(format!("q8_0 KV cache: top-1 {top1:.4}, f16 {:.4}", f16.1));
+    }
 }

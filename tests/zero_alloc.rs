@@ -8,7 +8,9 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
-use ember::{Context, ContextParams, Control, GenerateParams, Model, ModelParams, SamplerParams};
+use ember::{
+    Context, ContextParams, Control, GenerateParams, KvType, Model, ModelParams, SamplerParams,
+};
 
 struct Counting;
 
@@ -68,13 +70,14 @@ fn measured() -> usize {
         .unwrap_or(64)
 }
 
-fn check(model: &Model, sampler: SamplerParams, n_threads: usize) {
+fn check(model: &Model, sampler: SamplerParams, n_threads: usize, kv_type: KvType) {
     let measured = measured();
     let mut ctx = Context::new(
         model,
         ContextParams {
             n_ctx: 256,
             n_threads,
+            kv_type,
             ..Default::default()
         },
     )
@@ -145,7 +148,10 @@ fn main() {
     }
     for (name, path) in models {
         let model = Model::load(path, &ModelParams::default()).unwrap();
-        check(&model, SamplerParams::greedy(), 2);
+        check(&model, SamplerParams::greedy(), 2, KvType::F16);
+        if name == "smollm2" {
+            check(&model, SamplerParams::greedy(), 2, KvType::Q8_0);
+        }
         check(
             &model,
             SamplerParams {
@@ -154,8 +160,9 @@ fn main() {
                 ..SamplerParams::default()
             },
             2,
+            KvType::F16,
         );
-        check(&model, SamplerParams::default(), 1);
+        check(&model, SamplerParams::default(), 1, KvType::F16);
         eprintln!(
             "zero_alloc: {name}: no allocation in {} generated tokens",
             measured()

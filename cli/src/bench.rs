@@ -54,6 +54,9 @@ pub struct Args {
     /// Batch size for the prompt (and for filling the depth).
     #[arg(short, long, default_value_t = 512)]
     batch: usize,
+    /// KV cache type: f16, f32 or q8_0 (llama-bench's -ctk/-ctv).
+    #[arg(long = "cache-type", default_value = "f16")]
+    cache_type: ember::KvType,
     /// Print one JSON object per test instead of a table.
     #[arg(long)]
     json: bool,
@@ -127,6 +130,7 @@ fn bench_threads(
             n_ctx,
             n_batch: a.batch.max(1),
             n_threads: threads,
+            kv_type: a.cache_type,
             ..Default::default()
         },
     )?;

@@ -32,6 +32,9 @@ pub struct Args {
     /// Worker threads (0 = all cores).
     #[arg(short = 't', long = "threads", default_value_t = 0)]
     threads: usize,
+    /// KV cache type: f16, f32 or q8_0 (llama.cpp's -ctk/-ctv).
+    #[arg(long = "cache-type", default_value = "f16")]
+    cache_type: ember::KvType,
     /// Do not add BOS (or EOS), whatever the model's metadata says, as `ember tokenize
     /// --no-bos`.
     #[arg(long)]
@@ -74,6 +77,7 @@ pub fn run(a: Args) -> ember::Result<()> {
             n_ctx: longest,
             n_batch: longest,
             n_threads: a.threads,
+            kv_type: a.cache_type,
             logits_all: true,
             ..ContextParams::default()
         },

@@ -26,6 +26,9 @@ pub struct Args {
     /// Worker threads (0 = all cores).
     #[arg(short, long, default_value_t = 0)]
     threads: usize,
+    /// KV cache type: f16, f32 or q8_0 (llama.cpp's -ctk/-ctv).
+    #[arg(long = "cache-type", default_value = "f16")]
+    cache_type: ember::KvType,
     /// Context size (0 = min(trained, 4096)).
     #[arg(short, long, default_value_t = 0)]
     ctx: usize,
@@ -57,6 +60,7 @@ pub fn run(a: Args) -> ember::Result<()> {
     let cp = ContextParams {
         n_ctx: a.ctx,
         n_threads: a.threads,
+        kv_type: a.cache_type,
         ..Default::default()
     };
     let params = GenerateParams {

@@ -15,6 +15,9 @@ use crate::runtime::{AbortHandle, Context, ContextParams, KvType};
 pub const EMBER_KV_F16: u32 = 0;
 /// KV cache element type: 32-bit floats (twice the memory).
 pub const EMBER_KV_F32: u32 = 1;
+/// KV cache element type: 8-bit blocks of 32 with an f16 scale (llama.cpp's q8_0 cache),
+/// 53% of f16's memory; needs head sizes that are multiples of 32.
+pub const EMBER_KV_Q8_0: u32 = 2;
 
 /// Most worker threads a context may ask for.
 const MAX_THREADS: u32 = 1024;
@@ -60,7 +63,7 @@ pub struct ember_context_params {
     pub n_batch: u32,
     /// Worker threads; 0 (default) = one per core.
     pub n_threads: u32,
-    /// `EMBER_KV_F16` (default) or `EMBER_KV_F32`.
+    /// `EMBER_KV_F16` (default), `EMBER_KV_F32` or `EMBER_KV_Q8_0`.
     pub kv_type: u32,
     /// Keep logits for every token of a batch (`ember_decode_all()`), not just the last
     /// (default false; costs n_batch * n_vocab floats).
@@ -157,6 +160,7 @@ pub(crate) fn context_params(p: &ember_context_params) -> FfiResult<ContextParam
     let kv_type = match p.kv_type {
         EMBER_KV_F16 => KvType::F16,
         EMBER_KV_F32 => KvType::F32,
+        EMBER_KV_Q8_0 => KvType::Q8_0,
         t => return Err(Fail::invalid(format!("unknown kv_type {t}"))),
     };
     if p.n_threads > MAX_THREADS {

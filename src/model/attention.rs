@@ -7,6 +7,8 @@ use half::f16;
 
 use super::kv::{KvBuf, LayerKv};
 use crate::kernels::{Kernels, Pool};
+use crate::quant::blocks::BlockQ8_0;
+use crate::quant::types::QK;
 
 /// Shape and position of one attention call.
 #[derive(Clone, Copy, Debug)]
@@ -52,6 +54,7 @@ impl ScoreRows {
 enum Rows<'a> {
     F16(&'a [f16]),
     F32(&'a [f32]),
+    Q8_0(&'a [BlockQ8_0]),
 }
 
 impl<'a> Rows<'a> {
@@ -59,6 +62,7 @@ impl<'a> Rows<'a> {
         match b {
             KvBuf::F16(v) => Rows::F16(v),
             KvBuf::F32(v) => Rows::F32(v),
+            KvBuf::Q8_0(v) => Rows::Q8_0(v),
         }
     }
 
@@ -67,6 +71,7 @@ impl<'a> Rows<'a> {
         match self {
             Rows::F16(v) => k.dot_f16(&v[at..at + n], q),
             Rows::F32(v) => k.dot_f32(&v[at..at + n], q),
+            Rows::Q8_0(v) => dot_q8_0(&v[at / QK..(at + n) / QK], q),
         }
     }
 
@@ -75,6 +80,31 @@ impl<'a> Rows<'a> {
         match self {
             Rows::F16(v) => k.axpy_f16(out, w, &v[at..at + n]),
             Rows::F32(v) => k.axpy_f32(out, w, &v[at..at + n]),
+            Rows::Q8_0(v) => axpy_q8_0(&v[at / QK..(at + n) / QK], w, out),
+        }
+    }
+}
+
+/// `q · k` for a Q8_0 key row. Portable code the compiler vectorizes: the 8-bit cache is an
+/// option for memory, not the fast path (f16 is, with its SIMD kernels).
+#[inline]
+fn dot_q8_0(k: &[BlockQ8_0], q: &[f32]) -> f32 {
+    k.iter()
+        .zip(q.chunks_exact(QK))
+        .map(|(b, q)| {
+            let s: f32 = b.qs.iter().zip(q).map(|(&x, &y)| f32::from(x) * y).sum();
+            b.d.to_f32() * s
+        })
+        .sum()
+}
+
+/// `out += w · v` for a Q8_0 value row.
+#[inline]
+fn axpy_q8_0(v: &[BlockQ8_0], w: f32, out: &mut [f32]) {
+    for (b, o) in v.iter().zip(out.chunks_exact_mut(QK)) {
+        let wd = w * b.d.to_f32();
+        for (o, &x) in o.iter_mut().zip(&b.qs) {
+            *o += wd * f32::from(x);
         }
     }
 }

@@ -2,6 +2,9 @@
 
 use half::f16;
 
+use crate::quant::blocks::BlockQ8_0;
+use crate::quant::types::QK;
+
 /// Element type of the KV cache.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[repr(u32)]
@@ -10,6 +13,66 @@ pub enum KvType {
     #[default]
     F16 = 0,
     F32 = 1,
+    /// 8-bit blocks of 32 with an f16 scale (llama.cpp's `-ctk q8_0 -ctv q8_0`): 53% of
+    /// f16's memory. Needs head sizes that are multiples of 32, so that every head starts
+    /// a block.
+    Q8_0 = 2,
+}
+
+impl KvType {
+    /// Bytes of one cached row of `dim` values (`dim` a multiple of 32 for Q8_0).
+    pub fn row_bytes(self, dim: usize) -> usize {
+        match self {
+            KvType::F16 => 2 * dim,
+            KvType::F32 => 4 * dim,
+            KvType::Q8_0 => dim / QK * std::mem::size_of::<BlockQ8_0>(),
+        }
+    }
+
+    /// The name llama.cpp's `-ctk`/`-ctv` use.
+    pub fn name(self) -> &'static str {
+        match self {
+            KvType::F16 => "f16",
+            KvType::F32 => "f32",
+            KvType::Q8_0 => "q8_0",
+        }
+    }
+}
+
+impl std::str::FromStr for KvType {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<KvType, String> {
+        [KvType::F16, KvType::F32, KvType::Q8_0]
+            .into_iter()
+            .find(|t| t.name().eq_ignore_ascii_case(s))
+            .ok_or_else(|| format!("unknown KV cache type '{s}' (f16, f32, q8_0)"))
+    }
+}
+
+/// Rounds `x` (a multiple of 32 values) into Q8_0 blocks as llama.cpp's quantize_row_q8_0
+/// does: the scale is max|x|/127, stored in f16, and values are rounded with the exact
+/// reciprocal so that the largest lands on ±127.
+fn quantize_q8_0(x: &[f32], out: &mut [BlockQ8_0]) {
+    for (b, xs) in out.iter_mut().zip(x.chunks_exact(QK)) {
+        let amax = xs.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        let d = amax / 127.0;
+        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        b.d = f16::from_f32(d);
+        for (q, &v) in b.qs.iter_mut().zip(xs) {
+            *q = (v * id).round() as i8;
+        }
+    }
+}
+
+/// Widens Q8_0 blocks into `out`.
+fn dequantize_q8_0(blocks: &[BlockQ8_0], out: &mut [f32]) {
+    for (b, o) in blocks.iter().zip(out.chunks_exact_mut(QK)) {
+        let d = b.d.to_f32();
+        for (o, &q) in o.iter_mut().zip(&b.qs) {
+            *o = d * f32::from(q);
+        }
+    }
 }
 
 /// An element the cache can hold.
@@ -44,6 +107,8 @@ impl KvElem for f32 {
 pub enum KvBuf {
     F16(Vec<f16>),
     F32(Vec<f32>),
+    /// `len / 32` blocks; a row of `dim` values is `dim / 32` consecutive blocks.
+    Q8_0(Vec<BlockQ8_0>),
 }
 
 impl KvBuf {
@@ -51,6 +116,13 @@ impl KvBuf {
         match ty {
             KvType::F16 => KvBuf::F16(vec![f16::ZERO; len]),
             KvType::F32 => KvBuf::F32(vec![0.0; len]),
+            KvType::Q8_0 => KvBuf::Q8_0(vec![
+                BlockQ8_0 {
+                    d: f16::ZERO,
+                    qs: [0; QK]
+                };
+                len / QK
+            ]),
         }
     }
 
@@ -63,6 +135,10 @@ impl KvBuf {
                 }
             }
             KvBuf::F32(b) => b[pos * dim..pos * dim + rows.len()].copy_from_slice(rows),
+            KvBuf::Q8_0(b) => {
+                let at = pos * dim / QK;
+                quantize_q8_0(rows, &mut b[at..at + rows.len() / QK]);
+            }
         }
     }
 
@@ -75,6 +151,7 @@ impl KvBuf {
                 }
             }
             KvBuf::F32(b) => out[..dim].copy_from_slice(&b[pos * dim..(pos + 1) * dim]),
+            KvBuf::Q8_0(b) => dequantize_q8_0(&b[pos * dim / QK..(pos + 1) * dim / QK], out),
         }
     }
 
@@ -83,6 +160,7 @@ impl KvBuf {
         match self {
             KvBuf::F16(b) => bytemuck::cast_slice(b),
             KvBuf::F32(b) => bytemuck::cast_slice(b),
+            KvBuf::Q8_0(b) => bytemuck::cast_slice(b),
         }
     }
 
@@ -90,6 +168,7 @@ impl KvBuf {
         match self {
             KvBuf::F16(b) => bytemuck::cast_slice_mut(b),
             KvBuf::F32(b) => bytemuck::cast_slice_mut(b),
+            KvBuf::Q8_0(b) => bytemuck::cast_slice_mut(b),
         }
     }
 
@@ -98,6 +177,10 @@ impl KvBuf {
         match self {
             KvBuf::F16(b) => b.copy_within(src * dim..(src + n) * dim, dst * dim),
             KvBuf::F32(b) => b.copy_within(src * dim..(src + n) * dim, dst * dim),
+            KvBuf::Q8_0(b) => {
+                let (src, dst, n) = (src * dim / QK, dst * dim / QK, n * dim / QK);
+                b.copy_within(src..src + n, dst)
+            }
         }
     }
 }

@@ -91,10 +91,8 @@ fn check_address_space(c: &ModelConfig, p: &ContextParams, n_out_rows: usize) ->
     ]
     .into_iter()
     .try_fold(0u64, |acc, w| w.map(|w| acc.max(w)));
-    let kv_elem = match p.kv_type {
-        KvType::F16 => 2,
-        KvType::F32 => 4,
-    };
+    // Bytes per cached position of one layer, keys and values (an overestimate for Q8_0).
+    let kv_elem = n(p.kv_type.row_bytes(32)).div_ceil(32);
     let kv_width = mul(&[n(c.n_head_kv), n(c.head_dim)])
         .zip(mul(&[n(c.n_head_kv), n(c.head_dim_v)]))
         .and_then(|(k, v)| k.checked_add(v));
@@ -138,6 +136,13 @@ impl Context {
             return Err(Error::InvalidArgument("n_batch must be at least 1".into()));
         }
         let n_batch = params.n_batch.min(n_ctx);
+        if params.kv_type == KvType::Q8_0 && (c.head_dim % 32 != 0 || c.head_dim_v % 32 != 0) {
+            return Err(Error::InvalidArgument(format!(
+                "a q8_0 KV cache needs head sizes that are multiples of 32; this model's are {} \
+                 (keys) and {} (values): use f16",
+                c.head_dim, c.head_dim_v
+            )));
+        }
         let pool = Pool::new(params.n_threads)?;
         let params = ContextParams {
             n_ctx,

@@ -15,7 +15,6 @@ use crate::error::{Error, Result};
 
 use super::context::Context;
 use crate::fnv::{fnv1a, FNV_INIT};
-use crate::model::kv::KvType;
 
 const MAGIC: &[u8; 4] = b"EMBS";
 const VERSION: u32 = 1;
@@ -70,11 +69,10 @@ impl<'a> Reader<'a> {
 
 impl Context {
     fn kv_row_bytes(&self) -> (usize, usize) {
-        let es = match self.kv.ty {
-            KvType::F16 => 2,
-            KvType::F32 => 4,
-        };
-        (self.kv.k_dim * es, self.kv.v_dim * es)
+        (
+            self.kv.ty.row_bytes(self.kv.k_dim),
+            self.kv.ty.row_bytes(self.kv.v_dim),
+        )
     }
 
     fn saved_logits(&self) -> &[f32] {

@@ -13,6 +13,9 @@ public final class Context {
         case f16 = 0
         /// 32-bit floats (twice the memory).
         case f32 = 1
+        /// 8-bit blocks (llama.cpp's q8_0 cache): 53% of f16's memory; the model's head
+        /// sizes must be multiples of 32.
+        case q8_0 = 2
     }
 
     /// How to make a context; the defaults are ember's (`ember_context_params_default`).

@@ -132,6 +132,7 @@ int main(void) {
     printf("const EMBER_SPECIAL_FIM_MID %llu\n", (unsigned long long)(EMBER_SPECIAL_FIM_MID));
     printf("const EMBER_KV_F16 %llu\n", (unsigned long long)(EMBER_KV_F16));
     printf("const EMBER_KV_F32 %llu\n", (unsigned long long)(EMBER_KV_F32));
+    printf("const EMBER_KV_Q8_0 %llu\n", (unsigned long long)(EMBER_KV_Q8_0));
     printf("const EMBER_STOP_END_OF_GENERATION %llu\n", (unsigned long long)(EMBER_STOP_END_OF_GENERATION));
     printf("const EMBER_STOP_MAX_TOKENS %llu\n", (unsigned long long)(EMBER_STOP_MAX_TOKENS));
     printf("const EMBER_STOP_STRING %llu\n", (unsigned long long)(EMBER_STOP_STRING));

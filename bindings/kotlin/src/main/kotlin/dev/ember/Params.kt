@@ -4,6 +4,7 @@ import com.sun.jna.Memory
 import com.sun.jna.Native
 import dev.ember.jna.EMBER_KV_F16
 import dev.ember.jna.EMBER_KV_F32
+import dev.ember.jna.EMBER_KV_Q8_0
 import dev.ember.jna.EMBER_SPECIAL_BOS
 import dev.ember.jna.EMBER_SPECIAL_EOM
 import dev.ember.jna.EMBER_SPECIAL_EOS
@@ -100,6 +101,9 @@ data class ModelParams @JvmOverloads constructor(
 enum class KvType(val code: Int) {
     F16(EMBER_KV_F16),
     F32(EMBER_KV_F32),
+
+    /** 8-bit blocks (llama.cpp's q8_0 cache): 53% of F16's memory; heads must be multiples of 32. */
+    Q8_0(EMBER_KV_Q8_0),
     ;
 
     companion object {

@@ -104,6 +104,12 @@ const val EMBER_KV_F16: Int = 0
 const val EMBER_KV_F32: Int = 1
 
 /**
+ * KV cache element type: 8-bit blocks of 32 with an f16 scale (llama.cpp's q8_0 cache),
+ * 53% of f16's memory; needs head sizes that are multiples of 32.
+ */
+const val EMBER_KV_Q8_0: Int = 2
+
+/**
  * `ember_generate_result.stop_reason`: the model produced an end-of-generation token.
  */
 const val EMBER_STOP_END_OF_GENERATION: Int = 1
@@ -501,7 +507,7 @@ open class ember_context_params : Structure {
      */
     @JvmField var n_threads: Int = 0
     /**
-     * `EMBER_KV_F16` (default) or `EMBER_KV_F32`.
+     * `EMBER_KV_F16` (default), `EMBER_KV_F32` or `EMBER_KV_Q8_0`.
      */
     @JvmField var kv_type: Int = 0
     /**
