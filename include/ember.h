@@ -339,6 +339,11 @@ enum ember_status
      * involved are still safe to free.
      */
     EMBER_ERR_PANIC = 16,
+    /**
+     * Creating a context would allocate more than its params' `max_bytes` allow
+     * (`ember_context_estimate()` says how much it needs).
+     */
+    EMBER_ERR_OVER_BUDGET = 17,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
@@ -415,7 +420,38 @@ typedef struct ember_model_params {
      * Passed to `progress` unchanged.
      */
     void *progress_user_data;
+    /**
+     * Ask the OS to start reading the whole mapped file at load, in the background
+     * (`MADV_WILLNEED`), so the first tokens do not wait on page faults (default false:
+     * pages are read as the weights are first used, without read-ahead). A hint; ignored
+     * without mmap or where there is no `madvise`. Added after the first version: a
+     * caller built against that one gets the default.
+     */
+    bool prefetch;
 } ember_model_params;
+
+/**
+ * What a model takes in memory. Set `struct_size = sizeof(ember_model_memory)`, then
+ * call `ember_model_estimate()` (before loading) or `ember_model_get_memory()`.
+ */
+typedef struct ember_model_memory {
+    uint32_t struct_size;
+    /**
+     * Bytes of the file mapped read-only (0 without mmap). File-backed: the OS reads
+     * these pages as they are used and may drop them under memory pressure unless
+     * they are locked.
+     */
+    uint64_t mapped_bytes;
+    /**
+     * Bytes allocated on the heap: metadata, tensor index, tokenizer tables, and the
+     * whole file without mmap.
+     */
+    uint64_t heap_bytes;
+    /**
+     * `mapped_bytes + heap_bytes`: resident once every weight has been used.
+     */
+    uint64_t total_bytes;
+} ember_model_memory;
 
 /**
  * What a model is: its shape and size. Set `struct_size = sizeof(ember_model_info)`,
@@ -483,7 +519,54 @@ typedef struct ember_context_params {
      * (default false; costs n_batch * n_vocab floats).
      */
     bool logits_all;
+    /**
+     * Refuse, with `EMBER_ERR_OVER_BUDGET` and before allocating anything, to make a
+     * context that would allocate more than this many bytes (`ember_context_estimate()`
+     * says how many it would); 0 (default) = no limit. Added after the first version:
+     * a caller built against that one gets the default.
+     */
+    uint64_t max_bytes;
 } ember_context_params;
+
+/**
+ * What a context will allocate, by part. Set `struct_size = sizeof(ember_context_memory)`,
+ * then call `ember_context_estimate()` or `ember_context_estimate_file()`.
+ */
+typedef struct ember_context_memory {
+    uint32_t struct_size;
+    /**
+     * The settings the estimate is for, zeros replaced by what a context would choose.
+     */
+    uint32_t n_ctx;
+    uint32_t n_batch;
+    uint32_t n_threads;
+    /**
+     * Keys and values of every layer and position.
+     */
+    uint64_t kv_bytes;
+    /**
+     * The forward pass's buffers for one batch, and attention scores per thread.
+     */
+    uint64_t scratch_bytes;
+    /**
+     * The logits kept after a decode.
+     */
+    uint64_t logits_bytes;
+    /**
+     * The token list and context-shift buffers.
+     */
+    uint64_t other_bytes;
+    /**
+     * What the allocator adds: block headers, and large blocks rounded to whole pages.
+     */
+    uint64_t overhead_bytes;
+    /**
+     * The sum of the above: what `max_bytes` is compared with, and what the process's
+     * resident memory grows by once the context is full. Worker thread stacks are not
+     * included (the OS commits them as used, a few pages each).
+     */
+    uint64_t total_bytes;
+} ember_context_memory;
 
 /**
  * A context's settings in effect (zeros replaced by what was chosen) and its memory.
@@ -505,7 +588,8 @@ typedef struct ember_context_info {
     uint32_t n_past;
     bool logits_all;
     /**
-     * Bytes the context holds (KV cache, scratch, logits).
+     * Bytes the context's buffers hold (KV cache, scratch, logits, token list): the
+     * `total_bytes` of `ember_context_estimate()` less its `overhead_bytes`.
      */
     uint64_t size_bytes;
 } ember_context_info;
@@ -867,6 +951,30 @@ ember_status ember_model_load(const char *path,
                               struct ember_model **out);
 
 /**
+ * Fills `*out` (whose `struct_size` the caller set) with what `ember_model_load()` of
+ * `path` with `params` (NULL for the defaults) would take, without loading it: the file
+ * is mapped and its header parsed as a load does (tokenizer tables included, then
+ * dropped); no tensor data is read. The progress callback is not called. Thread-safe.
+ *
+ * # Safety
+ * `path` is NULL or NUL-terminated; `params` is NULL or a valid params struct; `out` is
+ * NULL or points to `out->struct_size` bytes.
+ */
+ember_status ember_model_estimate(const char *path,
+                                  const struct ember_model_params *params,
+                                  struct ember_model_memory *out);
+
+/**
+ * Fills `*out` (whose `struct_size` the caller set) with what the loaded `model` takes.
+ * Thread-safe.
+ *
+ * # Safety
+ * `model` is NULL or live; `out` is NULL or points to `out->struct_size` bytes.
+ */
+ember_status ember_model_get_memory(const struct ember_model *model,
+                                    struct ember_model_memory *out);
+
+/**
  * Loads a model from `len` bytes of the open file `fd`, starting at byte `offset`: a
  * model stored inside an Android APK (AssetFileDescriptor gives fd, offset and length)
  * or an app bundle. `len` 0 means "to the end of the file". The caller keeps `fd`: ember
@@ -1040,6 +1148,32 @@ ember_status ember_context_params_default(struct ember_context_params *params, s
 ember_status ember_context_new(const struct ember_model *model,
                                const struct ember_context_params *params,
                                struct ember_context **out);
+
+/**
+ * Fills `*out` (whose `struct_size` the caller set) with what `ember_context_new()` with
+ * the same `model` and `params` (NULL for the defaults) would allocate, without
+ * allocating it. Fails as `ember_context_new()` would for parameters it refuses, except
+ * that `max_bytes` is not applied (compare `out->total_bytes` with your budget).
+ * Thread-safe.
+ *
+ * # Safety
+ * `model` is NULL or live; `params` is NULL or a valid params struct; `out` is NULL or
+ * points to `out->struct_size` bytes.
+ */
+ember_status ember_context_estimate(const struct ember_model *model,
+                                    const struct ember_context_params *params,
+                                    struct ember_context_memory *out);
+
+/**
+ * `ember_context_estimate()` for the model file at `path` (as for `ember_model_load()`),
+ * without loading it: only the file's header is read. Thread-safe.
+ *
+ * # Safety
+ * `path` is NULL or NUL-terminated; `params` and `out` as for `ember_context_estimate()`.
+ */
+ember_status ember_context_estimate_file(const char *path,
+                                         const struct ember_context_params *params,
+                                         struct ember_context_memory *out);
 
 /**
  * Frees a context (and its worker threads). NULL does nothing. A context that is in use

@@ -46,6 +46,10 @@ pub enum Error {
     #[error("context is full: {needed} positions needed, n_ctx is {n_ctx}")]
     ContextFull { needed: usize, n_ctx: usize },
 
+    /// Creating a context would allocate more than its `max_bytes` budget allows.
+    #[error("over the memory budget: the context needs {needed} bytes, max_bytes is {max_bytes}")]
+    OverBudget { needed: u64, max_bytes: u64 },
+
     /// A caller-supplied argument is out of range or inconsistent.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),

@@ -1,15 +1,17 @@
 //! Contexts: one conversation's KV cache, decoding, logits, abort.
 
 use std::cell::UnsafeCell;
+use std::ffi::c_char;
 use std::mem::{offset_of, size_of};
 use std::sync::atomic::AtomicBool;
 
-use super::model::ember_model;
+use super::model::{ember_model, path_arg};
 use super::{
-    ember_status, ember_token, ffi_call, ffi_void, handle, out_ptr, put, read_params, slice_arg,
-    spans, write_defaults, write_out_struct, Busy, Fail, FfiResult, Versioned,
+    check_out_struct, ember_status, ember_token, ffi_call, ffi_void, handle, out_ptr, put,
+    read_params, slice_arg, spans, write_defaults, write_out_struct, Busy, Fail, FfiResult,
+    Versioned,
 };
-use crate::runtime::{AbortHandle, Context, ContextParams, KvType};
+use crate::runtime::{AbortHandle, Context, ContextMemory, ContextParams, KvType};
 
 /// KV cache element type for `ember_context_params.kv_type`: 16-bit floats (default).
 pub const EMBER_KV_F16: u32 = 0;
@@ -68,11 +70,17 @@ pub struct ember_context_params {
     /// Keep logits for every token of a batch (`ember_decode_all()`), not just the last
     /// (default false; costs n_batch * n_vocab floats).
     pub logits_all: bool,
+    /// Refuse, with `EMBER_ERR_OVER_BUDGET` and before allocating anything, to make a
+    /// context that would allocate more than this many bytes (`ember_context_estimate()`
+    /// says how many it would); 0 (default) = no limit. Added after the first version:
+    /// a caller built against that one gets the default.
+    pub max_bytes: u64,
 }
 
 // SAFETY: repr(C), struct_size first; integers and one listed bool.
 unsafe impl Versioned for ember_context_params {
-    const MIN_SIZE: usize = size_of::<ember_context_params>();
+    // The first version ended before `max_bytes`.
+    const MIN_SIZE: usize = offset_of!(ember_context_params, max_bytes);
     const BOOL_OFFSETS: &'static [usize] = &[offset_of!(ember_context_params, logits_all)];
     const NAME: &'static str = "ember_context_params";
     fn defaults() -> Self {
@@ -84,13 +92,14 @@ unsafe impl Versioned for ember_context_params {
             n_threads: d.n_threads as u32,
             kv_type: d.kv_type as u32,
             logits_all: d.logits_all,
+            max_bytes: d.max_bytes,
         }
     }
     fn set_size(&mut self, size: u32) {
         self.struct_size = size;
     }
     fn spans(&self) -> Vec<(usize, usize)> {
-        spans!(self, Self; struct_size, n_ctx, n_batch, n_threads, kv_type, logits_all)
+        spans!(self, Self; struct_size, n_ctx, n_batch, n_threads, kv_type, logits_all, max_bytes)
     }
 }
 
@@ -109,7 +118,8 @@ pub struct ember_context_info {
     /// Positions filled at the time of the call.
     pub n_past: u32,
     pub logits_all: bool,
-    /// Bytes the context holds (KV cache, scratch, logits).
+    /// Bytes the context's buffers hold (KV cache, scratch, logits, token list): the
+    /// `total_bytes` of `ember_context_estimate()` less its `overhead_bytes`.
     pub size_bytes: u64,
 }
 
@@ -175,6 +185,7 @@ pub(crate) fn context_params(p: &ember_context_params) -> FfiResult<ContextParam
         n_threads: p.n_threads as usize,
         kv_type,
         logits_all: p.logits_all,
+        max_bytes: p.max_bytes,
     })
 }
 
@@ -207,6 +218,133 @@ pub unsafe extern "C" fn ember_context_new(
         // SAFETY: checked non-NULL.
         unsafe { put(out, Box::into_raw(h)) };
         Ok(())
+    })
+}
+
+/// What a context will allocate, by part. Set `struct_size = sizeof(ember_context_memory)`,
+/// then call `ember_context_estimate()` or `ember_context_estimate_file()`.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct ember_context_memory {
+    pub struct_size: u32,
+    /// The settings the estimate is for, zeros replaced by what a context would choose.
+    pub n_ctx: u32,
+    pub n_batch: u32,
+    pub n_threads: u32,
+    /// Keys and values of every layer and position.
+    pub kv_bytes: u64,
+    /// The forward pass's buffers for one batch, and attention scores per thread.
+    pub scratch_bytes: u64,
+    /// The logits kept after a decode.
+    pub logits_bytes: u64,
+    /// The token list and context-shift buffers.
+    pub other_bytes: u64,
+    /// What the allocator adds: block headers, and large blocks rounded to whole pages.
+    pub overhead_bytes: u64,
+    /// The sum of the above: what `max_bytes` is compared with, and what the process's
+    /// resident memory grows by once the context is full. Worker thread stacks are not
+    /// included (the OS commits them as used, a few pages each).
+    pub total_bytes: u64,
+}
+
+// SAFETY: repr(C), struct_size first, integers only.
+unsafe impl Versioned for ember_context_memory {
+    const MIN_SIZE: usize = size_of::<ember_context_memory>();
+    const BOOL_OFFSETS: &'static [usize] = &[];
+    const NAME: &'static str = "ember_context_memory";
+    fn defaults() -> Self {
+        ember_context_memory {
+            struct_size: size_of::<Self>() as u32,
+            n_ctx: 0,
+            n_batch: 0,
+            n_threads: 0,
+            kv_bytes: 0,
+            scratch_bytes: 0,
+            logits_bytes: 0,
+            other_bytes: 0,
+            overhead_bytes: 0,
+            total_bytes: 0,
+        }
+    }
+    fn set_size(&mut self, size: u32) {
+        self.struct_size = size;
+    }
+    fn spans(&self) -> Vec<(usize, usize)> {
+        spans!(self, Self; struct_size, n_ctx, n_batch, n_threads, kv_bytes, scratch_bytes, logits_bytes, other_bytes, overhead_bytes, total_bytes)
+    }
+}
+
+/// Reads C params, estimates with `run` and writes the result to `out`.
+///
+/// # Safety
+/// `params` is NULL or a valid params struct; `out` is NULL or points to
+/// `out->struct_size` bytes.
+unsafe fn estimate(
+    params: *const ember_context_params,
+    out: *mut ember_context_memory,
+    run: impl FnOnce(&ContextParams) -> crate::Result<ContextMemory>,
+) -> FfiResult {
+    out_ptr(out, "out")?;
+    // SAFETY: the caller's contract.
+    unsafe { check_out_struct(out) }?;
+    // SAFETY: the caller's contract.
+    let p = unsafe { read_params(params) }?;
+    let m = run(&context_params(&p)?)?;
+    let v = ember_context_memory {
+        n_ctx: m.n_ctx as u32,
+        n_batch: m.n_batch as u32,
+        n_threads: m.n_threads as u32,
+        kv_bytes: m.kv_bytes,
+        scratch_bytes: m.scratch_bytes,
+        logits_bytes: m.logits_bytes,
+        other_bytes: m.other_bytes,
+        overhead_bytes: m.overhead_bytes,
+        total_bytes: m.total(),
+        ..ember_context_memory::defaults()
+    };
+    // SAFETY: the caller's contract.
+    unsafe { write_out_struct(out, v) }
+}
+
+/// Fills `*out` (whose `struct_size` the caller set) with what `ember_context_new()` with
+/// the same `model` and `params` (NULL for the defaults) would allocate, without
+/// allocating it. Fails as `ember_context_new()` would for parameters it refuses, except
+/// that `max_bytes` is not applied (compare `out->total_bytes` with your budget).
+/// Thread-safe.
+///
+/// # Safety
+/// `model` is NULL or live; `params` is NULL or a valid params struct; `out` is NULL or
+/// points to `out->struct_size` bytes.
+#[no_mangle]
+pub unsafe extern "C" fn ember_context_estimate(
+    model: *const ember_model,
+    params: *const ember_context_params,
+    out: *mut ember_context_memory,
+) -> ember_status {
+    ffi_call("ember_context_estimate", || {
+        // SAFETY: the caller's contract.
+        let m = &unsafe { handle(model, "model") }?.model;
+        // SAFETY: the caller's contract.
+        unsafe { estimate(params, out, |p| Context::estimate(m, p)) }
+    })
+}
+
+/// `ember_context_estimate()` for the model file at `path` (as for `ember_model_load()`),
+/// without loading it: only the file's header is read. Thread-safe.
+///
+/// # Safety
+/// `path` is NULL or NUL-terminated; `params` and `out` as for `ember_context_estimate()`.
+#[no_mangle]
+pub unsafe extern "C" fn ember_context_estimate_file(
+    path: *const c_char,
+    params: *const ember_context_params,
+    out: *mut ember_context_memory,
+) -> ember_status {
+    ffi_call("ember_context_estimate_file", || {
+        // SAFETY: the caller's contract.
+        let path = unsafe { path_arg(path) }?;
+        // SAFETY: the caller's contract.
+        unsafe { estimate(params, out, |p| Context::estimate_for_file(&path, p)) }
     })
 }
 

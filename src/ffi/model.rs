@@ -4,8 +4,8 @@ use std::ffi::{c_char, c_int, c_void};
 use std::mem::{offset_of, size_of};
 
 use super::{
-    ember_status, ffi_call, ffi_void, fill_text, handle, out_ptr, put, read_params, spans,
-    write_defaults, write_out_struct, Fail, FfiResult, OutBuf, Versioned,
+    check_out_struct, ember_status, ffi_call, ffi_void, fill_text, handle, out_ptr, put,
+    read_params, spans, write_defaults, write_out_struct, Fail, FfiResult, OutBuf, Versioned,
 };
 use crate::error::Error;
 use crate::model::{Model, ModelParams};
@@ -40,15 +40,23 @@ pub struct ember_model_params {
     pub progress: ember_progress_fn,
     /// Passed to `progress` unchanged.
     pub progress_user_data: *mut c_void,
+    /// Ask the OS to start reading the whole mapped file at load, in the background
+    /// (`MADV_WILLNEED`), so the first tokens do not wait on page faults (default false:
+    /// pages are read as the weights are first used, without read-ahead). A hint; ignored
+    /// without mmap or where there is no `madvise`. Added after the first version: a
+    /// caller built against that one gets the default.
+    pub prefetch: bool,
 }
 
 // SAFETY: repr(C), struct_size first; every field but the bools accepts any bit pattern
 // (the callback is an Option of a function pointer, so NULL is None).
 unsafe impl Versioned for ember_model_params {
-    const MIN_SIZE: usize = size_of::<ember_model_params>();
+    // The first version ended before `prefetch`.
+    const MIN_SIZE: usize = offset_of!(ember_model_params, prefetch);
     const BOOL_OFFSETS: &'static [usize] = &[
         offset_of!(ember_model_params, use_mmap),
         offset_of!(ember_model_params, use_mlock),
+        offset_of!(ember_model_params, prefetch),
     ];
     const NAME: &'static str = "ember_model_params";
     fn defaults() -> Self {
@@ -59,13 +67,14 @@ unsafe impl Versioned for ember_model_params {
             use_mlock: d.use_mlock,
             progress: None,
             progress_user_data: std::ptr::null_mut(),
+            prefetch: d.prefetch,
         }
     }
     fn set_size(&mut self, size: u32) {
         self.struct_size = size;
     }
     fn spans(&self) -> Vec<(usize, usize)> {
-        spans!(self, Self; struct_size, use_mmap, use_mlock, progress, progress_user_data)
+        spans!(self, Self; struct_size, use_mmap, use_mlock, progress, progress_user_data, prefetch)
     }
 }
 
@@ -134,6 +143,14 @@ pub unsafe extern "C" fn ember_model_params_default(
     })
 }
 
+fn model_params(p: &ember_model_params) -> ModelParams {
+    ModelParams {
+        use_mmap: p.use_mmap,
+        use_mlock: p.use_mlock,
+        prefetch: p.prefetch,
+    }
+}
+
 fn load(
     params: *const ember_model_params,
     out: *mut *mut ember_model,
@@ -142,10 +159,7 @@ fn load(
     let out = out_ptr(out, "out")?;
     // SAFETY: the caller's contract for `params`.
     let p = unsafe { read_params(params) }?;
-    let mp = ModelParams {
-        use_mmap: p.use_mmap,
-        use_mlock: p.use_mlock,
-    };
+    let mp = model_params(&p);
     let mut cancelled = false;
     let mut progress = |f: f32| match p.progress {
         None => true,
@@ -192,6 +206,99 @@ pub unsafe extern "C" fn ember_model_load(
         load(params, out, |mp, progress| {
             Model::load_with_progress(&path, mp, progress)
         })
+    })
+}
+
+/// What a model takes in memory. Set `struct_size = sizeof(ember_model_memory)`, then
+/// call `ember_model_estimate()` (before loading) or `ember_model_get_memory()`.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct ember_model_memory {
+    pub struct_size: u32,
+    /// Bytes of the file mapped read-only (0 without mmap). File-backed: the OS reads
+    /// these pages as they are used and may drop them under memory pressure unless
+    /// they are locked.
+    pub mapped_bytes: u64,
+    /// Bytes allocated on the heap: metadata, tensor index, tokenizer tables, and the
+    /// whole file without mmap.
+    pub heap_bytes: u64,
+    /// `mapped_bytes + heap_bytes`: resident once every weight has been used.
+    pub total_bytes: u64,
+}
+
+// SAFETY: repr(C), struct_size first, integers only.
+unsafe impl Versioned for ember_model_memory {
+    const MIN_SIZE: usize = size_of::<ember_model_memory>();
+    const BOOL_OFFSETS: &'static [usize] = &[];
+    const NAME: &'static str = "ember_model_memory";
+    fn defaults() -> Self {
+        ember_model_memory {
+            struct_size: size_of::<Self>() as u32,
+            mapped_bytes: 0,
+            heap_bytes: 0,
+            total_bytes: 0,
+        }
+    }
+    fn set_size(&mut self, size: u32) {
+        self.struct_size = size;
+    }
+    fn spans(&self) -> Vec<(usize, usize)> {
+        spans!(self, Self; struct_size, mapped_bytes, heap_bytes, total_bytes)
+    }
+}
+
+fn memory_struct(m: crate::ModelMemory) -> ember_model_memory {
+    ember_model_memory {
+        mapped_bytes: m.mapped_bytes,
+        heap_bytes: m.heap_bytes,
+        total_bytes: m.total(),
+        ..ember_model_memory::defaults()
+    }
+}
+
+/// Fills `*out` (whose `struct_size` the caller set) with what `ember_model_load()` of
+/// `path` with `params` (NULL for the defaults) would take, without loading it: the file
+/// is mapped and its header parsed as a load does (tokenizer tables included, then
+/// dropped); no tensor data is read. The progress callback is not called. Thread-safe.
+///
+/// # Safety
+/// `path` is NULL or NUL-terminated; `params` is NULL or a valid params struct; `out` is
+/// NULL or points to `out->struct_size` bytes.
+#[no_mangle]
+pub unsafe extern "C" fn ember_model_estimate(
+    path: *const c_char,
+    params: *const ember_model_params,
+    out: *mut ember_model_memory,
+) -> ember_status {
+    ffi_call("ember_model_estimate", || {
+        out_ptr(out, "out")?;
+        // SAFETY: the caller's contract.
+        unsafe { check_out_struct(out) }?;
+        // SAFETY: the caller's contract.
+        let path = unsafe { path_arg(path) }?;
+        // SAFETY: the caller's contract.
+        let p = unsafe { read_params(params) }?;
+        let m = Model::estimate(&path, &model_params(&p))?;
+        // SAFETY: the caller's contract.
+        unsafe { write_out_struct(out, memory_struct(m)) }
+    })
+}
+
+/// Fills `*out` (whose `struct_size` the caller set) with what the loaded `model` takes.
+/// Thread-safe.
+///
+/// # Safety
+/// `model` is NULL or live; `out` is NULL or points to `out->struct_size` bytes.
+#[no_mangle]
+pub unsafe extern "C" fn ember_model_get_memory(
+    model: *const ember_model,
+    out: *mut ember_model_memory,
+) -> ember_status {
+    ffi_call("ember_model_get_memory", || {
+        // SAFETY: the caller's contract.
+        let m = &unsafe { handle(model, "model") }?.model;
+        // SAFETY: the caller's contract.
+        unsafe { write_out_struct(out, memory_struct(m.memory())) }
     })
 }
 

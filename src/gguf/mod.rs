@@ -469,6 +469,26 @@ impl GgufFile {
         self.storage.bytes().len() as u64
     }
 
+    /// Heap bytes of the metadata and tensor index (the file's own bytes, when read
+    /// rather than mapped, are [`GgufFile::heap_bytes_of_storage`]).
+    pub fn heap_bytes(&self) -> usize {
+        use crate::heap::{map_bytes, vec_bytes};
+        let keys = |it: &mut dyn Iterator<Item = &String>| it.map(String::capacity).sum::<usize>();
+        vec_bytes(&self.kvs)
+            + keys(&mut self.kvs.iter().map(|kv| &kv.key))
+            + map_bytes(&self.kv_index)
+            + keys(&mut self.kv_index.keys())
+            + vec_bytes(&self.tensors)
+            + keys(&mut self.tensors.iter().map(|t| &t.name))
+            + map_bytes(&self.tensor_index)
+            + keys(&mut self.tensor_index.keys())
+    }
+
+    /// Heap bytes of the file's own bytes: 0 when mapped, the copy when read.
+    pub fn heap_bytes_of_storage(&self) -> u64 {
+        self.storage.heap_bytes() as u64
+    }
+
     /// Whether the file is memory-mapped.
     pub fn is_mapped(&self) -> bool {
         self.storage.is_mapped()

@@ -25,6 +25,8 @@ pub struct LoadOptions {
     pub no_mmap: bool,
     /// Lock the mapped pages in RAM (best effort: failure is ignored, as llama.cpp does).
     pub mlock: bool,
+    /// Start reading the whole map in the background (`MADV_WILLNEED`), a hint.
+    pub prefetch: bool,
 }
 
 impl Storage {
@@ -78,9 +80,15 @@ impl Storage {
         let map = unsafe { MmapOptions::new().offset(offset).len(len_usize).map(file) };
         match map {
             Ok(map) => {
+                // Hints only: a kernel that refuses them loads the model all the same.
                 #[cfg(unix)]
                 {
+                    // Weights are read where the tensors are, not in file order:
+                    // read-ahead around each fault would only bring in pages early.
                     let _ = map.advise(memmap2::Advice::Random);
+                    if opts.prefetch {
+                        let _ = map.advise(memmap2::Advice::WillNeed);
+                    }
                 }
                 if opts.mlock {
                     let _ = map.lock();
@@ -125,6 +133,14 @@ impl Storage {
         match self {
             Storage::Mapped(m) => m,
             Storage::Heap { words, len } => &bytemuck::cast_slice::<u64, u8>(words)[..*len],
+        }
+    }
+
+    /// Heap bytes held (the copy, when the file is not mapped).
+    pub fn heap_bytes(&self) -> usize {
+        match self {
+            Storage::Mapped(_) => 0,
+            Storage::Heap { words, .. } => crate::heap::vec_bytes(words),
         }
     }
 

@@ -211,18 +211,7 @@ impl std::fmt::Debug for Pool {
 impl Pool {
     /// A pool of `n_threads` threads including the caller's (0 = one per available core).
     pub fn new(n_threads: usize) -> Result<Pool> {
-        let n = if n_threads == 0 {
-            std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1)
-        } else {
-            n_threads
-        };
-        if n > 1024 {
-            return Err(Error::InvalidArgument(format!(
-                "{n} threads is more than ember supports (1024)"
-            )));
-        }
+        let n = Pool::resolve_threads(n_threads)?;
         static NEXT_ID: AtomicUsize = AtomicUsize::new(1);
         let shared = Arc::new(Shared {
             state: AtomicU64::new(0),
@@ -262,6 +251,24 @@ impl Pool {
             std::thread::yield_now();
         }
         Ok(pool)
+    }
+
+    /// The thread count `Pool::new(n_threads)` makes (0 = one per available core), so
+    /// that what depends on it can be sized before the threads exist.
+    pub fn resolve_threads(n_threads: usize) -> Result<usize> {
+        let n = if n_threads == 0 {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        } else {
+            n_threads
+        };
+        if n > 1024 {
+            return Err(Error::InvalidArgument(format!(
+                "{n} threads is more than ember supports (1024)"
+            )));
+        }
+        Ok(n)
     }
 
     /// Threads taking part in each operation, the caller's included.

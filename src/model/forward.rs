@@ -13,10 +13,12 @@ use crate::tokenizer::Token;
 use super::attention::{self, AttnShape, ScoreRows};
 use super::blocks::{Attention, FeedForward, Ffn, LayerWeights, QkvProj};
 use super::config::Activation;
+use super::config::ModelConfig;
 use super::kv::KvCache;
-use super::moe::{self, MoeScratch};
+use super::moe::{self, MoeLens, MoeScratch};
 use super::observe::{self, Observer, Stage, NO_LAYER};
 use super::ops;
+use super::weights::Weights;
 use super::ModelInner;
 
 /// Buffers for one batch of up to `n_batch` tokens, made once per context.
@@ -41,37 +43,145 @@ pub struct Scratch {
     moe: Option<MoeScratch>,
 }
 
-impl Scratch {
-    pub fn new(m: &ModelInner, n_batch: usize, n_ctx: usize, n_threads: usize) -> Scratch {
-        let c = &m.config;
-        let fused = m
-            .weights
-            .layers
-            .iter()
-            .any(|l| matches!(l.attn.qkv, QkvProj::Fused(_)));
-        let qkv_w = if fused {
+/// Facts about a model's weights that the scratch sizes depend on (beyond the config).
+#[derive(Clone, Copy, Debug)]
+pub struct WeightFacts {
+    /// Largest quantized activation row any matrix product needs.
+    pub max_act_row_bytes: usize,
+    /// Some layer projects q, k and v with one fused matrix.
+    pub fused_qkv: bool,
+    /// Some layer projects gate and up with one fused matrix.
+    pub fused_gate_up: bool,
+}
+
+impl WeightFacts {
+    pub fn of(w: &Weights) -> Result<WeightFacts> {
+        let mut max_act_row_bytes = 0;
+        for m in w.matrices() {
+            max_act_row_bytes =
+                max_act_row_bytes.max(ActFormat::for_weight(m.ty)?.row_bytes(m.cols));
+        }
+        Ok(WeightFacts {
+            max_act_row_bytes,
+            fused_qkv: w
+                .layers
+                .iter()
+                .any(|l| matches!(l.attn.qkv, QkvProj::Fused(_))),
+            fused_gate_up: w
+                .layers
+                .iter()
+                .any(|l| matches!(l.ffn.ffn, Ffn::FusedGateUp { .. })),
+        })
+    }
+}
+
+/// The element count of every scratch buffer: [`Scratch::new`] allocates exactly these,
+/// and the memory estimate counts them, so the two agree by construction. Products are
+/// checked: `None` means a buffer would not fit in `usize`.
+#[derive(Clone, Copy, Debug)]
+pub struct ScratchLens {
+    n_batch: usize,
+    /// x, xn, q, k, v, qkv, att, proj, gate, up, rope_cs, rope_cs_swa (in that order).
+    f32s: [usize; 12],
+    act: usize,
+    score_rows: usize,
+    score_len: usize,
+    moe: Option<MoeLens>,
+}
+
+impl ScratchLens {
+    pub fn new(
+        c: &ModelConfig,
+        f: &WeightFacts,
+        n_batch: usize,
+        n_ctx: usize,
+        n_threads: usize,
+    ) -> Option<ScratchLens> {
+        let rows = |w: usize| n_batch.checked_mul(w);
+        let qkv_w = if f.fused_qkv {
             c.q_dim() + c.kv_dim() + c.kv_dim_v()
         } else {
             0
         };
         let ff = c.max_ff();
-        Scratch {
+        // A fused gate+up projection lands in `up` whole; otherwise `up` holds only up,
+        // and a second half would be memory no pass ever touches.
+        let up_w = if f.fused_gate_up { 2 * ff } else { ff };
+        let att_w = c.n_head.checked_mul(c.head_dim_v)?;
+        Some(ScratchLens {
             n_batch,
-            x: vec![0.0; n_batch * c.n_embd],
-            xn: vec![0.0; n_batch * c.n_embd.max(c.n_head * c.head_dim_v)],
-            q: vec![0.0; n_batch * c.q_dim()],
-            k: vec![0.0; n_batch * c.kv_dim()],
-            v: vec![0.0; n_batch * c.kv_dim_v()],
-            qkv: vec![0.0; n_batch * qkv_w],
-            att: vec![0.0; n_batch * c.n_head * c.head_dim_v],
-            proj: vec![0.0; n_batch * c.n_embd],
-            gate: vec![0.0; n_batch * ff],
-            up: vec![0.0; n_batch * 2 * ff],
-            act: vec![0; n_batch * m.max_act_row_bytes],
-            scores: ScoreRows::new(n_threads, n_ctx),
-            rope_cs: vec![0.0; n_batch * c.rope.n_dims],
-            rope_cs_swa: vec![0.0; n_batch * c.rope_swa.n_dims],
-            moe: c.moe.map(|mc| MoeScratch::new(&mc, n_batch, c.n_embd)),
+            f32s: [
+                rows(c.n_embd)?,
+                rows(c.n_embd.max(att_w))?,
+                rows(c.q_dim())?,
+                rows(c.kv_dim())?,
+                rows(c.kv_dim_v())?,
+                rows(qkv_w)?,
+                rows(att_w)?,
+                rows(c.n_embd)?,
+                rows(ff)?,
+                rows(up_w)?,
+                rows(c.rope.n_dims)?,
+                rows(c.rope_swa.n_dims)?,
+            ],
+            act: rows(f.max_act_row_bytes)?,
+            score_rows: n_threads.max(1),
+            score_len: n_ctx,
+            moe: match c.moe {
+                Some(mc) => Some(MoeLens::new(&mc, n_batch, c.n_embd)?),
+                None => None,
+            },
+        })
+    }
+
+    /// The size in bytes of each buffer, one heap block each (the MoE ones not included:
+    /// see [`MoeLens::blocks`]).
+    pub fn blocks(&self) -> impl Iterator<Item = u64> + '_ {
+        let f32s = self.f32s.iter().map(|&n| 4 * n as u64);
+        let scores = std::iter::repeat_n(4 * self.score_len as u64, self.score_rows);
+        let moe = self.moe.iter().flat_map(|m| m.blocks());
+        f32s.chain([self.act as u64]).chain(scores).chain(moe)
+    }
+
+    /// Bytes the buffers take (`None` past `u64`).
+    pub fn bytes(&self) -> Option<u64> {
+        let f32s = self
+            .f32s
+            .iter()
+            .try_fold(0u64, |acc, &n| acc.checked_add(n as u64))?
+            .checked_mul(4)?;
+        let scores = (self.score_rows as u64)
+            .checked_mul(self.score_len as u64)?
+            .checked_mul(4)?;
+        let moe = self.moe.map_or(Some(0), |m| m.bytes())?;
+        f32s.checked_add(self.act as u64)?
+            .checked_add(scores)?
+            .checked_add(moe)
+    }
+}
+
+impl Scratch {
+    /// Allocates the buffers `lens` describes (checked by the caller to fit in memory).
+    pub fn new(lens: &ScratchLens) -> Scratch {
+        let [x, xn, q, k, v, qkv, att, proj, gate, up, rope_cs, rope_cs_swa] =
+            lens.f32s.map(|n| vec![0.0f32; n]);
+        Scratch {
+            n_batch: lens.n_batch,
+            x,
+            xn,
+            q,
+            k,
+            v,
+            qkv,
+            att,
+            proj,
+            gate,
+            up,
+            act: vec![0; lens.act],
+            scores: ScoreRows::new(lens.score_rows, lens.score_len),
+            rope_cs,
+            rope_cs_swa,
+            moe: lens.moe.map(|m| MoeScratch::new(&m)),
         }
     }
 

@@ -26,8 +26,9 @@ pub use config::{Activation, ModelConfig, MoeConfig};
 
 use crate::error::{Error, Result};
 use crate::gguf::{GgufFile, LoadOptions, Storage};
-use crate::kernels::ActFormat;
+use crate::runtime::ModelMemory;
 use crate::tokenizer::Tokenizer;
+use forward::WeightFacts;
 use ops::RopeTable;
 use weights::Weights;
 
@@ -38,6 +39,11 @@ pub struct ModelParams {
     pub use_mmap: bool,
     /// Lock the model's pages in RAM (best effort).
     pub use_mlock: bool,
+    /// Ask the OS to start reading the whole mapped file now (`MADV_WILLNEED`), in the
+    /// background, so the first tokens do not wait on page faults; off, pages are read
+    /// as the weights are first used (`MADV_RANDOM`: no read-ahead past what is needed).
+    /// A hint, ignored where there is no `madvise`.
+    pub prefetch: bool,
 }
 
 impl Default for ModelParams {
@@ -45,6 +51,7 @@ impl Default for ModelParams {
         ModelParams {
             use_mmap: true,
             use_mlock: false,
+            prefetch: false,
         }
     }
 }
@@ -55,14 +62,23 @@ pub(crate) struct ModelInner {
     pub weights: Weights,
     pub rope: RopeTable,
     pub rope_swa: RopeTable,
-    /// Largest quantized activation row any matrix product needs.
-    pub max_act_row_bytes: usize,
+    /// What the scratch sizes depend on in the weights.
+    pub facts: WeightFacts,
     /// Identifies the model for saved states.
     pub fingerprint: u64,
     pub tokenizer: Tokenizer,
 }
 
 impl ModelInner {
+    /// Heap bytes of everything but the file's bytes (when those are on the heap).
+    fn heap_bytes_besides_file(&self) -> u64 {
+        let n = size_of::<ModelInner>()
+            + self.file.heap_bytes()
+            + self.tokenizer.heap_bytes()
+            + crate::heap::vec_bytes(&self.weights.layers);
+        n as u64
+    }
+
     /// The RoPE frequency factors a context of `n_ctx` positions uses, if any.
     pub fn freq_factors(&self, n_ctx: usize) -> Option<&[f32]> {
         let file = self.file.bytes();
@@ -125,6 +141,7 @@ impl Model {
         let opts = LoadOptions {
             no_mmap: !params.use_mmap,
             mlock: params.use_mlock,
+            prefetch: params.prefetch,
         };
         if !progress(0.0) {
             return Err(Error::Aborted);
@@ -146,15 +163,52 @@ impl Model {
         Ok(model)
     }
 
+    /// What loading the model at `path` with `params` will take, without loading it. The
+    /// file is opened by map and parsed as a load does (metadata, tensor index, tokenizer
+    /// tables, all counted and dropped again); no tensor data is read, so this costs the
+    /// header's pages and a few milliseconds, not the weights.
+    pub fn estimate(path: impl AsRef<Path>, params: &ModelParams) -> Result<ModelMemory> {
+        let probe = ModelParams {
+            use_mmap: true,
+            use_mlock: false,
+            prefetch: false,
+        };
+        let m = Model::load(path, &probe)?;
+        let file = m.inner.file.file_size();
+        let own = m.inner.heap_bytes_besides_file();
+        // A load without mmap reads the file into u64 words; one that cannot map falls
+        // back to that too, which the probe would show as an unmapped file.
+        Ok(if params.use_mmap && m.inner.file.is_mapped() {
+            ModelMemory {
+                mapped_bytes: file,
+                heap_bytes: own,
+            }
+        } else {
+            ModelMemory {
+                mapped_bytes: 0,
+                heap_bytes: own + file.div_ceil(8) * 8,
+            }
+        })
+    }
+
+    /// What this loaded model takes: the bytes mapped and what it holds on the heap.
+    pub fn memory(&self) -> ModelMemory {
+        let file = &self.inner.file;
+        ModelMemory {
+            mapped_bytes: if file.is_mapped() {
+                file.file_size()
+            } else {
+                0
+            },
+            heap_bytes: self.inner.heap_bytes_besides_file() + file.heap_bytes_of_storage(),
+        }
+    }
+
     /// Builds a model from an opened GGUF file.
     pub fn from_gguf(file: GgufFile) -> Result<Model> {
         let config = ModelConfig::from_gguf(&file)?;
         let weights = Weights::load(&file, &config, family::find(&config.arch_name)?)?;
-        let mut max_act_row_bytes = 0;
-        for m in weights.matrices() {
-            max_act_row_bytes =
-                max_act_row_bytes.max(ActFormat::for_weight(m.ty)?.row_bytes(m.cols));
-        }
+        let facts = WeightFacts::of(&weights)?;
         ops::warm_up();
         let fingerprint = fingerprint(&file);
         let tokenizer = Tokenizer::from_gguf(&file)?;
@@ -175,7 +229,7 @@ impl Model {
                 file,
                 config,
                 weights,
-                max_act_row_bytes,
+                facts,
                 fingerprint,
                 tokenizer,
             }),

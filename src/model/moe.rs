@@ -30,16 +30,66 @@ pub struct MoeScratch {
     pub rows: u64,
 }
 
+/// Element counts of the MoE scratch buffers (see `ScratchLens`).
+#[derive(Clone, Copy, Debug)]
+pub struct MoeLens {
+    /// probs, choice/order, xg/yg, start.
+    probs: usize,
+    choices: usize,
+    rows: usize,
+    n_expert: usize,
+}
+
+impl MoeLens {
+    pub fn new(m: &MoeConfig, n_batch: usize, n_embd: usize) -> Option<MoeLens> {
+        Some(MoeLens {
+            probs: n_batch.checked_mul(m.n_expert)?,
+            choices: n_batch.checked_mul(m.n_expert_used)?,
+            rows: n_batch.checked_mul(n_embd)?,
+            n_expert: m.n_expert,
+        })
+    }
+
+    /// The size in bytes of each buffer (checked by `bytes` first).
+    pub fn blocks(&self) -> [u64; 7] {
+        let n = |x: usize, size: usize| x as u64 * size as u64;
+        [
+            n(self.probs, 4),
+            n(self.choices, size_of::<(u32, f32)>()),
+            n(self.choices, 4),
+            n(self.n_expert + 1, size_of::<usize>()),
+            n(self.n_expert, size_of::<usize>()),
+            n(self.rows, 4),
+            n(self.rows, 4),
+        ]
+    }
+
+    pub fn bytes(&self) -> Option<u64> {
+        let n = |x: usize, size: usize| (x as u64).checked_mul(size as u64);
+        [
+            n(self.probs, 4)?,
+            n(self.choices, size_of::<(u32, f32)>())?,
+            n(self.choices, 4)?,
+            n(self.n_expert.checked_add(1)?, size_of::<usize>())?,
+            n(self.n_expert, size_of::<usize>())?,
+            n(self.rows, 4)?,
+            n(self.rows, 4)?,
+        ]
+        .into_iter()
+        .try_fold(0u64, u64::checked_add)
+    }
+}
+
 impl MoeScratch {
-    pub fn new(m: &MoeConfig, n_batch: usize, n_embd: usize) -> MoeScratch {
+    pub fn new(l: &MoeLens) -> MoeScratch {
         MoeScratch {
-            probs: vec![0.0; n_batch * m.n_expert],
-            choice: vec![(0, 0.0); n_batch * m.n_expert_used],
-            order: vec![0; n_batch * m.n_expert_used],
-            start: vec![0; m.n_expert + 1],
-            next: vec![0; m.n_expert],
-            xg: vec![0.0; n_batch * n_embd],
-            yg: vec![0.0; n_batch * n_embd],
+            probs: vec![0.0; l.probs],
+            choice: vec![(0, 0.0); l.choices],
+            order: vec![0; l.choices],
+            start: vec![0; l.n_expert + 1],
+            next: vec![0; l.n_expert],
+            xg: vec![0.0; l.rows],
+            yg: vec![0.0; l.rows],
             passes: 0,
             rows: 0,
         }
@@ -52,7 +102,8 @@ impl MoeScratch {
 
     pub fn size_bytes(&self) -> usize {
         4 * (self.probs.len() + self.order.len() + self.xg.len() + self.yg.len())
-            + 8 * (self.choice.len() + self.start.len() + self.next.len())
+            + size_of::<(u32, f32)>() * self.choice.len()
+            + size_of::<usize>() * (self.start.len() + self.next.len())
     }
 }
 

@@ -142,7 +142,7 @@ pub fn logit_lens(model: &Model, x: &[f32]) -> Result<Vec<f32>> {
         ops::rms_norm(xr, Some(w.output_norm.get(file)), c.rms_eps, on);
     }
     let mut logits = vec![0.0; n * c.n_vocab];
-    let mut act = vec![0u8; n * m.max_act_row_bytes];
+    let mut act = vec![0u8; n * m.facts.max_act_row_bytes];
     let pool = Pool::new(1)?;
     let k = Kernels::detect();
     kernels::matmul(

@@ -7,13 +7,14 @@ use std::sync::Arc;
 
 use crate::error::{Error, Result};
 use crate::kernels::{Kernels, Pool};
-use crate::model::config::ModelConfig;
 use crate::model::forward::{self, ForwardState, Outputs, Scratch};
 use crate::model::observe::Observer;
 use crate::model::Model;
 use crate::tokenizer::Token;
 
-use crate::model::kv::{KvCache, KvType};
+use crate::model::kv::{KvCache, KvType, LayerKv};
+
+use super::memory::{ContextLayout, ContextMemory};
 
 /// How to create a context.
 #[derive(Clone, Copy, Debug)]
@@ -27,6 +28,9 @@ pub struct ContextParams {
     pub kv_type: KvType,
     /// Keep logits for every token of a batch, not just the last (needs n_batch * n_vocab floats).
     pub logits_all: bool,
+    /// Refuse to create a context that would allocate more than this many bytes
+    /// ([`Context::estimate`]), with [`Error::OverBudget`] (0 = no limit).
+    pub max_bytes: u64,
 }
 
 impl Default for ContextParams {
@@ -37,6 +41,7 @@ impl Default for ContextParams {
             n_threads: 0,
             kv_type: KvType::F16,
             logits_all: false,
+            max_bytes: 0,
         }
     }
 }
@@ -73,103 +78,56 @@ pub struct Context {
     observer: Option<Box<dyn Observer + Send>>,
 }
 
-/// Refuses a context whose buffers cannot exist in this address space. Their sizes are
-/// products of numbers from the model file and the caller, computed in usize where they
-/// are allocated; on a 32-bit target (armv7, where no buffer may pass 2 GiB) such a
-/// product can wrap and leave a buffer too small for the indexing that follows. Counted
-/// here in checked u64, generously: every per-token scratch buffer (9 of f32, the
-/// quantized activations at most 4 bytes an element, 2 of RoPE factors) as wide as the
-/// widest row.
-fn check_address_space(c: &ModelConfig, p: &ContextParams, n_out_rows: usize) -> Result<()> {
-    let n = |x: usize| x as u64;
-    let mul = |xs: &[u64]| xs.iter().try_fold(1u64, |acc, &x| acc.checked_mul(x));
-    let widest = [
-        Some(n(c.n_embd)),
-        mul(&[n(c.n_head), n(c.head_dim.max(c.head_dim_v))]),
-        mul(&[n(c.n_head_kv), n(c.head_dim.max(c.head_dim_v))]),
-        Some(n(c.n_ff)),
-    ]
-    .into_iter()
-    .try_fold(0u64, |acc, w| w.map(|w| acc.max(w)));
-    // Bytes per cached position of one layer, keys and values (an overestimate for Q8_0).
-    let kv_elem = n(p.kv_type.row_bytes(32)).div_ceil(32);
-    let kv_width = mul(&[n(c.n_head_kv), n(c.head_dim)])
-        .zip(mul(&[n(c.n_head_kv), n(c.head_dim_v)]))
-        .and_then(|(k, v)| k.checked_add(v));
-    let total = widest.and_then(|w| {
-        let parts = [
-            mul(&[n(c.n_layer), n(p.n_ctx), kv_width?, kv_elem])?,
-            mul(&[n(p.n_batch), w, 12 * 4])?,
-            mul(&[n(p.n_threads.max(1)), n(p.n_ctx), 4])?,
-            mul(&[n(n_out_rows), n(c.n_vocab), 4])?,
-        ];
-        parts.into_iter().try_fold(0u64, u64::checked_add)
-    });
-    match total {
-        Some(t) if t <= isize::MAX as u64 => Ok(()),
-        _ => Err(Error::InvalidArgument(format!(
-            "a context of {} positions and batches of {} needs more memory ({}) than this \
-             {}-bit process can address",
-            p.n_ctx,
-            p.n_batch,
-            total.map_or_else(|| "over 2^64 bytes".to_string(), |t| format!("{t} bytes")),
-            usize::BITS
-        ))),
-    }
-}
-
 impl Context {
     /// Creates a context for `model`, allocating everything a decode step needs.
     pub fn new(model: &Model, params: ContextParams) -> Result<Context> {
         let c = model.config();
-        let n_ctx = if params.n_ctx == 0 {
-            c.n_ctx_train.min(4096)
-        } else {
-            params.n_ctx
-        };
-        if n_ctx > 1 << 24 {
-            return Err(Error::InvalidArgument(format!(
-                "n_ctx {n_ctx} is too large"
-            )));
+        let layout = ContextLayout::new(c, &model.inner.facts, &params)?;
+        let needed = layout.memory.total();
+        if params.max_bytes > 0 && needed > params.max_bytes {
+            return Err(Error::OverBudget {
+                needed,
+                max_bytes: params.max_bytes,
+            });
         }
-        if params.n_batch == 0 {
-            return Err(Error::InvalidArgument("n_batch must be at least 1".into()));
-        }
-        let n_batch = params.n_batch.min(n_ctx);
-        if params.kv_type == KvType::Q8_0 && (c.head_dim % 32 != 0 || c.head_dim_v % 32 != 0) {
-            return Err(Error::InvalidArgument(format!(
-                "a q8_0 KV cache needs head sizes that are multiples of 32; this model's are {} \
-                 (keys) and {} (values): use f16",
-                c.head_dim, c.head_dim_v
-            )));
-        }
-        let pool = Pool::new(params.n_threads)?;
-        let params = ContextParams {
-            n_ctx,
-            n_batch,
-            n_threads: pool.n_threads(),
-            ..params
-        };
-        let n_out_rows = if params.logits_all { n_batch } else { 1 };
-        let logits_len = n_out_rows
-            .checked_mul(c.n_vocab)
-            .ok_or_else(|| Error::InvalidArgument("logits buffer size overflows".into()))?;
-        check_address_space(c, &params, n_out_rows)?;
+        let pool = Pool::new(layout.params.n_threads)?;
+        let n_ctx = layout.params.n_ctx;
         Ok(Context {
-            kv: KvCache::new(params.kv_type, c.n_layer, n_ctx, c.kv_dim(), c.kv_dim_v()),
-            scratch: Scratch::new(&model.inner, n_batch, n_ctx, pool.n_threads()),
+            kv: KvCache::new(
+                layout.kv_type,
+                layout.n_layer,
+                n_ctx,
+                layout.k_dim,
+                layout.v_dim,
+            ),
+            scratch: Scratch::new(&layout.scratch),
             kernels: Kernels::detect(),
-            logits: vec![0.0; logits_len],
+            logits: vec![0.0; layout.logits_len],
             n_outputs: 0,
             tokens: Vec::with_capacity(n_ctx),
             abort: Arc::new(AtomicBool::new(false)),
-            shift_cs: vec![0.0; c.rope.n_dims.max(c.rope_swa.n_dims)],
-            shift_row: vec![0.0; c.kv_dim()],
+            shift_cs: vec![0.0; layout.shift_cs_len],
+            shift_row: vec![0.0; layout.shift_row_len],
             observer: None,
             pool,
-            params,
+            params: layout.params,
             model: model.clone(),
         })
+    }
+
+    /// What a context for `model` with `params` would allocate, without allocating it
+    /// (the `max_bytes` budget is not applied: this is how to check it beforehand).
+    pub fn estimate(model: &Model, params: &ContextParams) -> Result<ContextMemory> {
+        super::memory::context_memory(model, params)
+    }
+
+    /// [`Context::estimate`] for the model file at `path`, without loading the model:
+    /// only the file's header is read.
+    pub fn estimate_for_file(
+        path: impl AsRef<std::path::Path>,
+        params: &ContextParams,
+    ) -> Result<ContextMemory> {
+        super::memory::context_memory_for_file(path, params)
     }
 
     pub fn model(&self) -> &Model {
@@ -207,9 +165,17 @@ impl Context {
         self.kernels.name
     }
 
-    /// Bytes of memory the context holds (KV cache, scratch, logits).
+    /// Bytes of memory the context holds (KV cache, scratch, logits, token list and
+    /// shift buffers), counted from the buffers themselves: what
+    /// [`ContextMemory::buffer_bytes`] of [`Context::estimate`] says before they exist.
     pub fn size_bytes(&self) -> usize {
-        self.kv.size_bytes() + self.scratch.size_bytes() + self.logits.len() * 4
+        self.kv.size_bytes()
+            + self.kv.layers.capacity() * size_of::<LayerKv>()
+            + self.scratch.size_bytes()
+            + 4 * (self.logits.capacity()
+                + self.tokens.capacity()
+                + self.shift_cs.capacity()
+                + self.shift_row.capacity())
     }
 
     /// A handle that stops decoding from another thread.

@@ -339,7 +339,10 @@ impl Tokenizer {
         }
 
         let scores = match f.array_opt("tokenizer.ggml.scores")? {
-            None => vec![0.0; n],
+            // SentencePiece merges by score; BPE reads none, and a table of zeros would be
+            // memory reported as held (Model::memory) but never written.
+            None if kind == TokenizerKind::SentencePiece => vec![0.0; n],
+            None => Vec::new(),
             Some(a) => {
                 let v: Vec<f32> = match a.elem_type() {
                     ValueType::F32 => a.f32s()?,
@@ -731,6 +734,12 @@ impl Tokenizer {
             TokenizerKind::Gpt2Bpe => None,
         };
         let special_index = SpecialIndex::new(order, |t| strings.get(t).to_vec());
+        // Built by pushing, these end with up to half their capacity never written: memory
+        // the tokenizer would hold (and report in `heap_bytes`) without it ever becoming
+        // resident.
+        strings.shrink_to_fit();
+        pieces.shrink_to_fit();
+        piece_offs.shrink_to_fit();
         Ok(Tokenizer {
             kind,
             pre_name,
@@ -816,6 +825,23 @@ impl Tokenizer {
         &self.warnings
     }
 
+    /// Heap bytes the tokenizer's tables hold.
+    pub fn heap_bytes(&self) -> usize {
+        use crate::heap::vec_bytes;
+        self.pre_name.capacity()
+            + self.strings.heap_bytes()
+            + vec_bytes(&self.scores)
+            + vec_bytes(&self.attrs)
+            + vec_bytes(&self.eog)
+            + vec_bytes(&self.pieces)
+            + vec_bytes(&self.piece_offs)
+            + self.special_index.heap_bytes()
+            + self.bpe.as_ref().map_or(0, |b| b.merges.heap_bytes())
+            + self.crossing.as_ref().map_or(0, vec_bytes)
+            + vec_bytes(&self.warnings)
+            + self.warnings.iter().map(String::capacity).sum::<usize>()
+    }
+
     fn check(&self, t: Token) -> Result<usize> {
         if t < self.n_vocab {
             Ok(t as usize)
@@ -838,7 +864,8 @@ impl Tokenizer {
     }
 
     pub fn token_score(&self, t: Token) -> Result<f32> {
-        Ok(self.scores[self.check(t)?])
+        let i = self.check(t)?;
+        Ok(self.scores.get(i).copied().unwrap_or(0.0))
     }
 
     /// The bytes `t` renders to (llama_token_to_piece with lstrip 0). With `special` false,

@@ -32,6 +32,17 @@ struct Node {
 }
 
 impl SpecialIndex {
+    pub(crate) fn heap_bytes(&self) -> usize {
+        use crate::heap::vec_bytes;
+        vec_bytes(&self.order)
+            + vec_bytes(&self.nodes)
+            + self
+                .nodes
+                .iter()
+                .map(|n| vec_bytes(&n.edges))
+                .sum::<usize>()
+    }
+
     pub(crate) fn new(order: Vec<u32>, text_of: impl Fn(u32) -> Vec<u8>) -> SpecialIndex {
         let mut nodes = vec![Node::default()];
         let mut first_byte = [false; 256];

@@ -65,6 +65,20 @@ pub(crate) struct StrTable {
 }
 
 impl StrTable {
+    pub(crate) fn heap_bytes(&self) -> usize {
+        use crate::heap::vec_bytes;
+        vec_bytes(&self.arena)
+            + vec_bytes(&self.offsets)
+            + vec_bytes(&self.slots)
+            + vec_bytes(&self.filter)
+    }
+
+    /// Drops the unused capacity of the text and offsets (the index is sized by count).
+    pub(crate) fn shrink_to_fit(&mut self) {
+        self.arena.shrink_to_fit();
+        self.offsets.shrink_to_fit();
+    }
+
     pub(crate) fn with_capacity(n: usize, bytes: usize) -> StrTable {
         let mut t = StrTable {
             arena: Vec::with_capacity(bytes),
@@ -261,6 +275,10 @@ fn pair_slot(key: u64, mask: usize) -> usize {
 }
 
 impl PairMap {
+    pub(crate) fn heap_bytes(&self) -> usize {
+        crate::heap::vec_bytes(&self.slots)
+    }
+
     pub(crate) fn with_capacity(n: usize) -> PairMap {
         PairMap {
             slots: vec![(u64::MAX, 0, 0); (n * 2).next_power_of_two().max(16)],

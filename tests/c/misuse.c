@@ -59,10 +59,13 @@ static void params_structs(void) {
     EXPECT(ember_model_params_default(NULL, sizeof mp), EMBER_ERR_NULL_ARGUMENT);
     EXPECT(ember_model_params_default(&mp, 0), EMBER_ERR_INVALID_ARGUMENT);
     EXPECT(ember_model_params_default(&mp, 3), EMBER_ERR_INVALID_ARGUMENT);
-    EXPECT(ember_model_params_default(&mp, sizeof mp - 1), EMBER_ERR_INVALID_ARGUMENT);
+    /* The first version ended before `prefetch`: smaller is no version at all. */
+    EXPECT(ember_model_params_default(&mp, offsetof(ember_model_params, prefetch) - 1),
+           EMBER_ERR_INVALID_ARGUMENT);
     EXPECT(ember_model_params_default(&mp, (size_t)1 << 40), EMBER_ERR_INVALID_ARGUMENT);
     OK(ember_model_params_default(&mp, sizeof mp));
     CHECK(mp.struct_size == sizeof mp && mp.use_mmap && !mp.use_mlock && mp.progress == NULL);
+    CHECK(!mp.prefetch);
 
     memset(&big, 0xee, sizeof big);
     OK(ember_model_params_default(&big.p, sizeof big));
@@ -83,6 +86,74 @@ static void params_structs(void) {
     EXPECT(ember_generate_params_default(&gp, 0), EMBER_ERR_INVALID_ARGUMENT);
     OK(ember_generate_params_default(&gp, sizeof gp));
     CHECK(gp.max_tokens == 256 && gp.add_special && gp.stop == NULL);
+}
+
+/* Memory estimates: what they report, NULL handling, the context budget. */
+static void estimates(const ember_model *m) {
+    ember_model_memory mm, mm2;
+    ember_context_memory cm, cf;
+    ember_context_params p;
+    ember_context_info info;
+    ember_context *c = NULL;
+
+    mm.struct_size = sizeof mm;
+    EXPECT(ember_model_estimate(NULL, NULL, &mm), EMBER_ERR_NULL_ARGUMENT);
+    EXPECT(ember_model_estimate(g_model_path, NULL, NULL), EMBER_ERR_NULL_ARGUMENT);
+    EXPECT(ember_model_estimate("/nonexistent/model.gguf", NULL, &mm), EMBER_ERR_IO);
+    mm.struct_size = 0;
+    EXPECT(ember_model_estimate(g_model_path, NULL, &mm), EMBER_ERR_INVALID_ARGUMENT);
+    mm.struct_size = sizeof mm;
+    OK(ember_model_estimate(g_model_path, NULL, &mm));
+    CHECK(mm.mapped_bytes > 50000000ull && mm.heap_bytes > 1000000ull);
+    CHECK(mm.total_bytes == mm.mapped_bytes + mm.heap_bytes);
+    mm2.struct_size = sizeof mm2;
+    EXPECT(ember_model_get_memory(NULL, &mm2), EMBER_ERR_NULL_ARGUMENT);
+    EXPECT(ember_model_get_memory(m, NULL), EMBER_ERR_NULL_ARGUMENT);
+    OK(ember_model_get_memory(m, &mm2));
+    CHECK(memcmp(&mm, &mm2, sizeof mm) == 0);
+
+    OK(ember_context_params_default(&p, sizeof p));
+    CHECK(p.max_bytes == 0);
+    p.n_ctx = 256;
+    p.n_batch = 64;
+    p.n_threads = 1;
+    cm.struct_size = sizeof cm;
+    EXPECT(ember_context_estimate(NULL, &p, &cm), EMBER_ERR_NULL_ARGUMENT);
+    EXPECT(ember_context_estimate(m, &p, NULL), EMBER_ERR_NULL_ARGUMENT);
+    EXPECT(ember_context_estimate_file(NULL, &p, &cm), EMBER_ERR_NULL_ARGUMENT);
+    p.kv_type = 7;
+    EXPECT(ember_context_estimate(m, &p, &cm), EMBER_ERR_INVALID_ARGUMENT);
+    p.kv_type = EMBER_KV_F16;
+    OK(ember_context_estimate(m, NULL, &cm));
+    CHECK(cm.n_ctx == 4096 && cm.n_batch == 512);
+    OK(ember_context_estimate(m, &p, &cm));
+    CHECK(cm.n_ctx == 256 && cm.n_batch == 64 && cm.n_threads == 1);
+    CHECK(cm.kv_bytes == 30ull * 256 * 2 * 192 * 2); /* layers, positions, k and v, f16 */
+    CHECK(cm.total_bytes == cm.kv_bytes + cm.scratch_bytes + cm.logits_bytes +
+                                cm.other_bytes + cm.overhead_bytes);
+    cf.struct_size = sizeof cf;
+    OK(ember_context_estimate_file(g_model_path, &p, &cf));
+    CHECK(memcmp(&cm, &cf, sizeof cm) == 0);
+
+    p.max_bytes = cm.total_bytes - 1;
+    EXPECT(ember_context_new(m, &p, &c), EMBER_ERR_OVER_BUDGET);
+    CHECK(c == NULL && strstr(ember_last_error(), "max_bytes") != NULL);
+    p.max_bytes = cm.total_bytes;
+    OK(ember_context_new(m, &p, &c));
+    REQUIRE(c != NULL);
+    info.struct_size = sizeof info;
+    OK(ember_context_get_info(c, &info));
+    CHECK(info.size_bytes == cm.total_bytes - cm.overhead_bytes);
+    ember_context_free(c);
+
+    /* A caller built before max_bytes existed gets no budget. */
+    OK(ember_context_params_default(&p, offsetof(ember_context_params, max_bytes)));
+    p.n_ctx = 256;
+    p.max_bytes = 1; /* past the caller's struct_size: never read */
+    OK(ember_context_estimate(m, &p, &cf));
+    c = NULL;
+    OK(ember_context_new(m, &p, &c));
+    ember_context_free(c);
 }
 
 static void model_loading(void) {
@@ -850,6 +921,7 @@ int main(int argc, char **argv) {
     OK(ember_model_load(g_model_path, NULL, &m));
     REQUIRE(m != NULL);
     model_queries(m);
+    estimates(m);
     tokens(m);
     contexts(m);
     {

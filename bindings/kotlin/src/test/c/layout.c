@@ -18,6 +18,12 @@ int main(void) {
     printf("field ember_model_params use_mlock %zu %zu\n", offsetof(ember_model_params, use_mlock), sizeof(((ember_model_params *)0)->use_mlock));
     printf("field ember_model_params progress %zu %zu\n", offsetof(ember_model_params, progress), sizeof(((ember_model_params *)0)->progress));
     printf("field ember_model_params progress_user_data %zu %zu\n", offsetof(ember_model_params, progress_user_data), sizeof(((ember_model_params *)0)->progress_user_data));
+    printf("field ember_model_params prefetch %zu %zu\n", offsetof(ember_model_params, prefetch), sizeof(((ember_model_params *)0)->prefetch));
+    printf("struct ember_model_memory %zu\n", sizeof(ember_model_memory));
+    printf("field ember_model_memory struct_size %zu %zu\n", offsetof(ember_model_memory, struct_size), sizeof(((ember_model_memory *)0)->struct_size));
+    printf("field ember_model_memory mapped_bytes %zu %zu\n", offsetof(ember_model_memory, mapped_bytes), sizeof(((ember_model_memory *)0)->mapped_bytes));
+    printf("field ember_model_memory heap_bytes %zu %zu\n", offsetof(ember_model_memory, heap_bytes), sizeof(((ember_model_memory *)0)->heap_bytes));
+    printf("field ember_model_memory total_bytes %zu %zu\n", offsetof(ember_model_memory, total_bytes), sizeof(((ember_model_memory *)0)->total_bytes));
     printf("struct ember_model_info %zu\n", sizeof(ember_model_info));
     printf("field ember_model_info struct_size %zu %zu\n", offsetof(ember_model_info, struct_size), sizeof(((ember_model_info *)0)->struct_size));
     printf("field ember_model_info n_vocab %zu %zu\n", offsetof(ember_model_info, n_vocab), sizeof(((ember_model_info *)0)->n_vocab));
@@ -36,6 +42,18 @@ int main(void) {
     printf("field ember_context_params n_threads %zu %zu\n", offsetof(ember_context_params, n_threads), sizeof(((ember_context_params *)0)->n_threads));
     printf("field ember_context_params kv_type %zu %zu\n", offsetof(ember_context_params, kv_type), sizeof(((ember_context_params *)0)->kv_type));
     printf("field ember_context_params logits_all %zu %zu\n", offsetof(ember_context_params, logits_all), sizeof(((ember_context_params *)0)->logits_all));
+    printf("field ember_context_params max_bytes %zu %zu\n", offsetof(ember_context_params, max_bytes), sizeof(((ember_context_params *)0)->max_bytes));
+    printf("struct ember_context_memory %zu\n", sizeof(ember_context_memory));
+    printf("field ember_context_memory struct_size %zu %zu\n", offsetof(ember_context_memory, struct_size), sizeof(((ember_context_memory *)0)->struct_size));
+    printf("field ember_context_memory n_ctx %zu %zu\n", offsetof(ember_context_memory, n_ctx), sizeof(((ember_context_memory *)0)->n_ctx));
+    printf("field ember_context_memory n_batch %zu %zu\n", offsetof(ember_context_memory, n_batch), sizeof(((ember_context_memory *)0)->n_batch));
+    printf("field ember_context_memory n_threads %zu %zu\n", offsetof(ember_context_memory, n_threads), sizeof(((ember_context_memory *)0)->n_threads));
+    printf("field ember_context_memory kv_bytes %zu %zu\n", offsetof(ember_context_memory, kv_bytes), sizeof(((ember_context_memory *)0)->kv_bytes));
+    printf("field ember_context_memory scratch_bytes %zu %zu\n", offsetof(ember_context_memory, scratch_bytes), sizeof(((ember_context_memory *)0)->scratch_bytes));
+    printf("field ember_context_memory logits_bytes %zu %zu\n", offsetof(ember_context_memory, logits_bytes), sizeof(((ember_context_memory *)0)->logits_bytes));
+    printf("field ember_context_memory other_bytes %zu %zu\n", offsetof(ember_context_memory, other_bytes), sizeof(((ember_context_memory *)0)->other_bytes));
+    printf("field ember_context_memory overhead_bytes %zu %zu\n", offsetof(ember_context_memory, overhead_bytes), sizeof(((ember_context_memory *)0)->overhead_bytes));
+    printf("field ember_context_memory total_bytes %zu %zu\n", offsetof(ember_context_memory, total_bytes), sizeof(((ember_context_memory *)0)->total_bytes));
     printf("struct ember_context_info %zu\n", sizeof(ember_context_info));
     printf("field ember_context_info struct_size %zu %zu\n", offsetof(ember_context_info, struct_size), sizeof(((ember_context_info *)0)->struct_size));
     printf("field ember_context_info n_ctx %zu %zu\n", offsetof(ember_context_info, n_ctx), sizeof(((ember_context_info *)0)->n_ctx));
@@ -172,5 +190,6 @@ int main(void) {
     printf("const EMBER_ERR_BUSY %llu\n", (unsigned long long)(EMBER_ERR_BUSY));
     printf("const EMBER_ERR_TEMPLATE %llu\n", (unsigned long long)(EMBER_ERR_TEMPLATE));
     printf("const EMBER_ERR_PANIC %llu\n", (unsigned long long)(EMBER_ERR_PANIC));
+    printf("const EMBER_ERR_OVER_BUDGET %llu\n", (unsigned long long)(EMBER_ERR_OVER_BUDGET));
     return 0;
 }

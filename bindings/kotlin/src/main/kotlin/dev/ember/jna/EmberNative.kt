@@ -248,6 +248,7 @@ object ember_status_values {
         "EMBER_ERR_BUSY" to EMBER_ERR_BUSY,
         "EMBER_ERR_TEMPLATE" to EMBER_ERR_TEMPLATE,
         "EMBER_ERR_PANIC" to EMBER_ERR_PANIC,
+        "EMBER_ERR_OVER_BUDGET" to EMBER_ERR_OVER_BUDGET,
     )
 }
 
@@ -343,6 +344,12 @@ const val EMBER_ERR_TEMPLATE: Int = 15
  */
 const val EMBER_ERR_PANIC: Int = 16
 
+/**
+ * Creating a context would allocate more than its params' `max_bytes` allow
+ * (`ember_context_estimate()` says how much it needs).
+ */
+const val EMBER_ERR_OVER_BUDGET: Int = 17
+
 typealias ember_status = Int
 
 /**
@@ -404,7 +411,7 @@ fun interface ember_progress_fn : Callback {
 /**
  * How to load a model. Get one from `ember_model_params_default()`, then change fields.
  */
-@Structure.FieldOrder("struct_size", "use_mmap", "use_mlock", "progress", "progress_user_data")
+@Structure.FieldOrder("struct_size", "use_mmap", "use_mlock", "progress", "progress_user_data", "prefetch")
 open class ember_model_params : Structure {
     /**
      * `sizeof(ember_model_params)` as the caller compiled it (set by the _default call).
@@ -427,6 +434,14 @@ open class ember_model_params : Structure {
      * Passed to `progress` unchanged.
      */
     @JvmField var progress_user_data: Pointer? = null
+    /**
+     * Ask the OS to start reading the whole mapped file at load, in the background
+     * (`MADV_WILLNEED`), so the first tokens do not wait on page faults (default false:
+     * pages are read as the weights are first used, without read-ahead). A hint; ignored
+     * without mmap or where there is no `madvise`. Added after the first version: a
+     * caller built against that one gets the default.
+     */
+    @JvmField var prefetch: Byte = 0
 
     constructor() : super()
     constructor(p: Pointer?) : super(p) {
@@ -436,6 +451,39 @@ open class ember_model_params : Structure {
     class ByReference : ember_model_params(), Structure.ByReference
 
     class ByValue : ember_model_params(), Structure.ByValue
+}
+
+/**
+ * What a model takes in memory. Set `struct_size = sizeof(ember_model_memory)`, then
+ * call `ember_model_estimate()` (before loading) or `ember_model_get_memory()`.
+ */
+@Structure.FieldOrder("struct_size", "mapped_bytes", "heap_bytes", "total_bytes")
+open class ember_model_memory : Structure {
+    @JvmField var struct_size: Int = 0
+    /**
+     * Bytes of the file mapped read-only (0 without mmap). File-backed: the OS reads
+     * these pages as they are used and may drop them under memory pressure unless
+     * they are locked.
+     */
+    @JvmField var mapped_bytes: Long = 0L
+    /**
+     * Bytes allocated on the heap: metadata, tensor index, tokenizer tables, and the
+     * whole file without mmap.
+     */
+    @JvmField var heap_bytes: Long = 0L
+    /**
+     * `mapped_bytes + heap_bytes`: resident once every weight has been used.
+     */
+    @JvmField var total_bytes: Long = 0L
+
+    constructor() : super()
+    constructor(p: Pointer?) : super(p) {
+        read()
+    }
+
+    class ByReference : ember_model_memory(), Structure.ByReference
+
+    class ByValue : ember_model_memory(), Structure.ByValue
 }
 
 /**
@@ -488,7 +536,7 @@ typealias ember_token = Int
 /**
  * How to make a context. Get one from `ember_context_params_default()`.
  */
-@Structure.FieldOrder("struct_size", "n_ctx", "n_batch", "n_threads", "kv_type", "logits_all")
+@Structure.FieldOrder("struct_size", "n_ctx", "n_batch", "n_threads", "kv_type", "logits_all", "max_bytes")
 open class ember_context_params : Structure {
     /**
      * `sizeof(ember_context_params)` as the caller compiled it.
@@ -515,6 +563,13 @@ open class ember_context_params : Structure {
      * (default false; costs n_batch * n_vocab floats).
      */
     @JvmField var logits_all: Byte = 0
+    /**
+     * Refuse, with `EMBER_ERR_OVER_BUDGET` and before allocating anything, to make a
+     * context that would allocate more than this many bytes (`ember_context_estimate()`
+     * says how many it would); 0 (default) = no limit. Added after the first version:
+     * a caller built against that one gets the default.
+     */
+    @JvmField var max_bytes: Long = 0L
 
     constructor() : super()
     constructor(p: Pointer?) : super(p) {
@@ -524,6 +579,56 @@ open class ember_context_params : Structure {
     class ByReference : ember_context_params(), Structure.ByReference
 
     class ByValue : ember_context_params(), Structure.ByValue
+}
+
+/**
+ * What a context will allocate, by part. Set `struct_size = sizeof(ember_context_memory)`,
+ * then call `ember_context_estimate()` or `ember_context_estimate_file()`.
+ */
+@Structure.FieldOrder("struct_size", "n_ctx", "n_batch", "n_threads", "kv_bytes", "scratch_bytes", "logits_bytes", "other_bytes", "overhead_bytes", "total_bytes")
+open class ember_context_memory : Structure {
+    @JvmField var struct_size: Int = 0
+    /**
+     * The settings the estimate is for, zeros replaced by what a context would choose.
+     */
+    @JvmField var n_ctx: Int = 0
+    @JvmField var n_batch: Int = 0
+    @JvmField var n_threads: Int = 0
+    /**
+     * Keys and values of every layer and position.
+     */
+    @JvmField var kv_bytes: Long = 0L
+    /**
+     * The forward pass's buffers for one batch, and attention scores per thread.
+     */
+    @JvmField var scratch_bytes: Long = 0L
+    /**
+     * The logits kept after a decode.
+     */
+    @JvmField var logits_bytes: Long = 0L
+    /**
+     * The token list and context-shift buffers.
+     */
+    @JvmField var other_bytes: Long = 0L
+    /**
+     * What the allocator adds: block headers, and large blocks rounded to whole pages.
+     */
+    @JvmField var overhead_bytes: Long = 0L
+    /**
+     * The sum of the above: what `max_bytes` is compared with, and what the process's
+     * resident memory grows by once the context is full. Worker thread stacks are not
+     * included (the OS commits them as used, a few pages each).
+     */
+    @JvmField var total_bytes: Long = 0L
+
+    constructor() : super()
+    constructor(p: Pointer?) : super(p) {
+        read()
+    }
+
+    class ByReference : ember_context_memory(), Structure.ByReference
+
+    class ByValue : ember_context_memory(), Structure.ByValue
 }
 
 /**
@@ -547,7 +652,8 @@ open class ember_context_info : Structure {
     @JvmField var n_past: Int = 0
     @JvmField var logits_all: Byte = 0
     /**
-     * Bytes the context holds (KV cache, scratch, logits).
+     * Bytes the context's buffers hold (KV cache, scratch, logits, token list): the
+     * `total_bytes` of `ember_context_estimate()` less its `overhead_bytes`.
      */
     @JvmField var size_bytes: Long = 0L
 
@@ -1028,6 +1134,29 @@ object EmberNative {
     external fun ember_model_load(path: Pointer?, params: ember_model_params?, out: PointerByReference?): ember_status
 
     /**
+     * Fills `*out` (whose `struct_size` the caller set) with what `ember_model_load()` of
+     * `path` with `params` (NULL for the defaults) would take, without loading it: the file
+     * is mapped and its header parsed as a load does (tokenizer tables included, then
+     * dropped); no tensor data is read. The progress callback is not called. Thread-safe.
+     *
+     * # Safety
+     * `path` is NULL or NUL-terminated; `params` is NULL or a valid params struct; `out` is
+     * NULL or points to `out->struct_size` bytes.
+     */
+    @JvmStatic
+    external fun ember_model_estimate(path: Pointer?, params: ember_model_params?, out: ember_model_memory?): ember_status
+
+    /**
+     * Fills `*out` (whose `struct_size` the caller set) with what the loaded `model` takes.
+     * Thread-safe.
+     *
+     * # Safety
+     * `model` is NULL or live; `out` is NULL or points to `out->struct_size` bytes.
+     */
+    @JvmStatic
+    external fun ember_model_get_memory(model: ember_model?, out: ember_model_memory?): ember_status
+
+    /**
      * Loads a model from `len` bytes of the open file `fd`, starting at byte `offset`: a
      * model stored inside an Android APK (AssetFileDescriptor gives fd, offset and length)
      * or an app bundle. `len` 0 means "to the end of the file". The caller keeps `fd`: ember
@@ -1177,6 +1306,30 @@ object EmberNative {
      */
     @JvmStatic
     external fun ember_context_new(model: ember_model?, params: ember_context_params?, out: PointerByReference?): ember_status
+
+    /**
+     * Fills `*out` (whose `struct_size` the caller set) with what `ember_context_new()` with
+     * the same `model` and `params` (NULL for the defaults) would allocate, without
+     * allocating it. Fails as `ember_context_new()` would for parameters it refuses, except
+     * that `max_bytes` is not applied (compare `out->total_bytes` with your budget).
+     * Thread-safe.
+     *
+     * # Safety
+     * `model` is NULL or live; `params` is NULL or a valid params struct; `out` is NULL or
+     * points to `out->struct_size` bytes.
+     */
+    @JvmStatic
+    external fun ember_context_estimate(model: ember_model?, params: ember_context_params?, out: ember_context_memory?): ember_status
+
+    /**
+     * `ember_context_estimate()` for the model file at `path` (as for `ember_model_load()`),
+     * without loading it: only the file's header is read. Thread-safe.
+     *
+     * # Safety
+     * `path` is NULL or NUL-terminated; `params` and `out` as for `ember_context_estimate()`.
+     */
+    @JvmStatic
+    external fun ember_context_estimate_file(path: Pointer?, params: ember_context_params?, out: ember_context_memory?): ember_status
 
     /**
      * Frees a context (and its worker threads). NULL does nothing. A context that is in use
