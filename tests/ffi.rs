@@ -26,14 +26,18 @@ fn lib_dir() -> PathBuf {
 }
 
 /// libember.so of this test run's profile and target. `cargo test` builds the library
-/// only as the rlib the tests link, so a fresh checkout has no cdylib yet: build it with
-/// the same cargo, profile and target (cargo releases its lock while tests run).
+/// only as the rlib the tests link, so a fresh checkout has no cdylib yet, and an old
+/// checkout has a stale one (missing the newest functions): build it with the same cargo,
+/// profile and target (cargo releases its lock while tests run), once per test binary; a
+/// no-op when it is up to date.
 fn shared_lib() -> PathBuf {
+    static SO: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    SO.get_or_init(build_shared_lib).clone()
+}
+
+fn build_shared_lib() -> PathBuf {
     let dir = lib_dir();
     let so = dir.join("libember.so");
-    if so.exists() {
-        return so;
-    }
     let profile = dir
         .file_name()
         .and_then(|p| p.to_str())
