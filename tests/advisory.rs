@@ -7,13 +7,20 @@
 //!
 //! Class -> test:
 //! - vocabulary arrays of different lengths / wrong element types -> vocabulary_arrays
-//! - special-token ids at or past n_vocab -> special_token_ids_past_the_vocabulary
+//!   (shorter, claimed 2^40, wrong types), vocabulary_arrays_longer_than_the_tokens,
+//!   vocabulary_arrays_of_other_element_types (every array, arrays of arrays, scalars),
+//!   malformed_merges_load_and_tokenize (merge lines without a space, unknown pieces)
+//! - special-token ids at or past n_vocab -> special_token_ids_past_the_vocabulary (every
+//!   id key), special_token_ids_of_the_wrong_type
 //! - a token text claimed longer than 2^31 -> a_token_text_claimed_longer_than_2_31
 //! - byte tokens like <0x-1> or <0xZZ> -> malformed_byte_tokens
 //! - a tensor whose type or shape disagrees with the architecture -> tensor_type_and_shape
 //! - a missing required tensor -> a_missing_tensor
-//! - 0 or absurd hyper-parameters -> absurd_hyper_parameters
-//! - a state from another model, truncated, or with a huge claimed length -> hostile_states
+//! - 0 or absurd hyper-parameters -> absurd_hyper_parameters,
+//!   a_block_count_past_the_tensors_allocates_nothing_by_it
+//! - a state from another model, truncated, or with a huge claimed length -> hostile_states,
+//!   states_from_other_contexts (more positions than n_ctx, another KV type, a model
+//!   with the same layout)
 
 mod common;
 
@@ -300,7 +307,26 @@ fn special_token_ids_past_the_vocabulary() {
     // llama.cpp keeps loading such a file (it warns and keeps the default); so does ember,
     // with a warning that names the key, and the id never reaches a lookup.
     let n = TOKENS.len() as u32;
-    for key in ["bos", "eos", "eot", "padding", "unknown", "seperator"] {
+    // The six the issue names first, then every other id key the tokenizer reads.
+    for key in [
+        "bos",
+        "eos",
+        "eot",
+        "padding",
+        "unknown",
+        "seperator",
+        "eom",
+        "mask",
+        "fim_pre",
+        "fim_suf",
+        "fim_mid",
+        "fim_pad",
+        "fim_rep",
+        "fim_sep",
+        "prefix",
+        "suffix",
+        "middle",
+    ] {
         let key = format!("tokenizer.ggml.{key}_token_id");
         for id in [n, n + 1, u32::MAX] {
             let m = accept(&format!("{key}={id}"), &with_kv(&key, Val::U32(id)));
@@ -515,6 +541,58 @@ fn absurd_hyper_parameters() {
             Val::U32(u32::MAX),
             &["token_embd.weight"],
         ),
+        // More KV heads than query heads.
+        (
+            "llama.attention.head_count_kv",
+            Val::U32(8),
+            &["head_count_kv", "does not divide"],
+        ),
+        (
+            "llama.attention.head_count",
+            Val::U32(u32::MAX),
+            &["llama.attention.head_count"],
+        ),
+        (
+            "llama.embedding_length",
+            Val::U32(u32::MAX),
+            &["llama.embedding_length"],
+        ),
+        (
+            "llama.feed_forward_length",
+            Val::U32(u32::MAX),
+            &["ffn_gate.weight"],
+        ),
+        (
+            "llama.rope.dimension_count",
+            Val::U32(0),
+            &["rope.dimension_count"],
+        ),
+        (
+            "llama.rope.dimension_count",
+            Val::U32(7),
+            &["rope.dimension_count", "even"],
+        ),
+        ("llama.attention.key_length", Val::U32(0), &["key_length"]),
+        (
+            "llama.attention.value_length",
+            Val::U32(0),
+            &["value_length"],
+        ),
+        (
+            "llama.attention.value_length",
+            Val::U32(u32::MAX),
+            &["attn_v.weight", "expected"],
+        ),
+        (
+            "llama.context_length",
+            Val::I64(-1),
+            &["context_length", "out of range"],
+        ),
+        (
+            "llama.attention.head_count",
+            Val::str("4"),
+            &["llama.attention.head_count"],
+        ),
     ];
     for (key, v, expect) in cases {
         refuse(&format!("{key}={v:?}"), &with_kv(key, v), expect);
@@ -575,6 +653,152 @@ fn a_block_count_past_the_tensors_allocates_nothing_by_it() {
             &with_kv("llama.block_count", Val::U32(n)),
             &["block_count", "layers, but the file has"],
         );
+    }
+}
+
+#[test]
+fn vocabulary_arrays_longer_than_the_tokens() {
+    // llama.cpp reads the first n_vocab entries and ignores the rest; so does ember, and
+    // says so in a warning that names the key (only a shorter array is an error).
+    let n = TOKENS.len();
+    for (key, v) in [
+        (
+            "tokenizer.ggml.scores",
+            Val::Array(ty::F32, vec![Val::F32(0.5); n + 5]),
+        ),
+        (
+            "tokenizer.ggml.token_type",
+            Val::Array(ty::I32, {
+                let mut t = vec![Val::I32(1); n + 5];
+                t[0] = Val::I32(3);
+                t[1] = Val::I32(3);
+                t
+            }),
+        ),
+    ] {
+        let m = accept(&format!("{key} longer"), &with_kv(key, v));
+        let w = m.tokenizer().warnings().join("\n");
+        assert!(
+            w.contains(key) && w.contains(&format!("{} entries for {n} tokens", n + 5)),
+            "{key}: warnings do not name it: {w}"
+        );
+        assert_eq!(m.n_vocab(), n);
+    }
+}
+
+#[test]
+fn vocabulary_arrays_of_other_element_types() {
+    // Every vocabulary array with every element type it must not have: refused, naming
+    // the key. (Arrays of arrays too: the reader must not take their items for strings.)
+    let n = TOKENS.len();
+    let nested = Val::Array(
+        ty::ARRAY,
+        (0..n)
+            .map(|_| Val::Array(ty::U8, vec![Val::U8(b'a')]))
+            .collect(),
+    );
+    let bad: Vec<(&str, Val)> = vec![
+        (
+            "tokenizer.ggml.tokens",
+            Val::Array(ty::F32, vec![Val::F32(1.0); n]),
+        ),
+        ("tokenizer.ggml.tokens", nested.clone()),
+        (
+            "tokenizer.ggml.scores",
+            Val::Array(ty::U8, vec![Val::U8(1); n]),
+        ),
+        (
+            "tokenizer.ggml.scores",
+            Val::Array(ty::F64, vec![Val::F64(1.0); n]),
+        ),
+        ("tokenizer.ggml.scores", nested.clone()),
+        (
+            "tokenizer.ggml.token_type",
+            Val::Array(ty::U32, vec![Val::U32(1); n]),
+        ),
+        (
+            "tokenizer.ggml.token_type",
+            Val::Array(ty::F32, vec![Val::F32(1.0); n]),
+        ),
+        ("tokenizer.ggml.token_type", nested.clone()),
+        (
+            "tokenizer.ggml.merges",
+            Val::Array(ty::I32, vec![Val::I32(1); 5]),
+        ),
+        ("tokenizer.ggml.merges", nested.clone()),
+        ("tokenizer.ggml.merges", Val::str("a b")),
+        ("tokenizer.ggml.scores", Val::F32(0.0)),
+        ("tokenizer.ggml.token_type", Val::I32(1)),
+    ];
+    for (key, v) in bad {
+        refuse(&format!("{key} = {v:?}"), &with_kv(key, v), &[key]);
+    }
+    // A BPE vocabulary without merges cannot tokenize: refused by name.
+    let mut kvs = base_kvs();
+    kvs.retain(|(k, _)| k != "tokenizer.ggml.merges");
+    refuse(
+        "no merges",
+        &build(&kvs, &base_tensors(), 1),
+        &["tokenizer.ggml.merges"],
+    );
+}
+
+#[test]
+fn malformed_merges_load_and_tokenize() {
+    // Merge lines llama.cpp would split oddly or not at all: no space, only spaces, empty,
+    // three parts, pieces the vocabulary lacks, bytes that are not UTF-8, a merge of a
+    // piece with itself. They load (llama.cpp loads them too) and encoding any text still
+    // gives tokens that decode back to it.
+    let lines: Vec<Val> = [
+        &b"ab"[..],
+        b" ",
+        b"  ",
+        b"",
+        b"a b c",
+        b"zz yy",
+        b"\xff \xfe",
+        b"a a",
+        b"\xc4\xa0 a",
+        b"a b",
+        b"a b",
+    ]
+    .iter()
+    .map(|l| Val::RawStr {
+        len: l.len() as u64,
+        bytes: l.to_vec(),
+    })
+    .collect();
+    let m = accept(
+        "odd merges",
+        &with_kv("tokenizer.ggml.merges", Val::Array(ty::STRING, lines)),
+    );
+    let tok = m.tokenizer();
+    for text in ["ab abc", "a a a", "aaaa", "zz yy", " \u{ff}\u{fe} cd", ""] {
+        let ids = tok.encode(text, false, false).unwrap();
+        assert!(ids.iter().all(|&t| (t as usize) < TOKENS.len()), "{ids:?}");
+        let back = tok.decode(&ids, false, false).unwrap();
+        // Characters the 16-token vocabulary has no bytes for are dropped, never others.
+        let kept: String = text.chars().filter(|c| "abcdef ".contains(*c)).collect();
+        assert_eq!(back, kept.as_bytes(), "{text:?} -> {ids:?}");
+    }
+}
+
+#[test]
+fn special_token_ids_of_the_wrong_type() {
+    // An id must be an integer that fits a token id: a string, a float, an array or a
+    // value past u32 is an error naming the key (llama.cpp aborts on a type mismatch).
+    for key in ["bos", "eos", "eot", "padding", "unknown", "seperator"] {
+        let key = format!("tokenizer.ggml.{key}_token_id");
+        for v in [
+            Val::str("1"),
+            Val::F32(1.0),
+            Val::Bool(true),
+            Val::Array(ty::U32, vec![Val::U32(1)]),
+            Val::U64(1 << 40),
+            Val::I64(-2),
+        ] {
+            refuse(&format!("{key} = {v:?}"), &with_kv(&key, v), &[&key]);
+        }
     }
 }
 
@@ -725,4 +949,60 @@ fn hostile_states() {
     // The good state still loads, and the other context kept its tokens.
     ca.load_state(&sa).unwrap();
     assert_eq!(cb.tokens(), &before[..]);
+}
+
+#[test]
+fn states_from_other_contexts() {
+    let a = accept("model a", &base_file());
+    let mut small = Context::new(&a, small_ctx()).unwrap();
+    small.decode(&[0, 2]).unwrap();
+    // More positions than this context holds, from a larger context of the same model.
+    let mut big = Context::new(
+        &a,
+        ContextParams {
+            n_ctx: 64,
+            ..small_ctx()
+        },
+    )
+    .unwrap();
+    let many: Vec<u32> = (0..40).map(|i| 2 + i % 12).collect();
+    for chunk in many.chunks(8) {
+        big.decode(chunk).unwrap();
+    }
+    refuse_state(
+        "40 positions into 32",
+        &mut small,
+        &big.save_state(),
+        &["40 positions do not fit n_ctx 32"],
+    );
+    // A context with another KV cache type.
+    let mut f32kv = Context::new(
+        &a,
+        ContextParams {
+            kv_type: ember::KvType::F32,
+            ..small_ctx()
+        },
+    )
+    .unwrap();
+    f32kv.decode(&[0, 3]).unwrap();
+    refuse_state(
+        "F32 KV into F16",
+        &mut small,
+        &f32kv.save_state(),
+        &["KV type"],
+    );
+    // Another model with the same layout (same sizes, other weights): the fingerprint
+    // hashes the layout, not gigabytes of weights, so such a state loads. It is sized for
+    // this context exactly, so nothing is read or written out of bounds; the text it
+    // continues is simply the other model's.
+    let twin = accept(
+        "same layout, other weights",
+        &build(&base_kvs(), &base_tensors(), 7),
+    );
+    let mut t = Context::new(&twin, small_ctx()).unwrap();
+    t.decode(&[0, 4, 5]).unwrap();
+    small.load_state(&t.save_state()).unwrap();
+    assert_eq!(small.tokens(), &[0, 4, 5]);
+    small.decode(&[6]).unwrap();
+    assert!(small.logits().iter().all(|x| x.is_finite()));
 }

@@ -4,7 +4,8 @@
 //! - a prompt longer than n_ctx -> a_prompt_longer_than_the_context
 //! - n_ctx or n_batch 0 or huge -> context_sizes
 //! - token ids outside the vocabulary in decode -> out_of_range_token_ids
-//! - invalid UTF-8 in prompts and stop strings (C API) -> invalid_utf8_through_the_c_api
+//! - invalid UTF-8 in prompts and stop strings (C API) -> invalid_utf8_through_the_c_api;
+//!   in bytes given to the Rust tokenizer -> invalid_utf8_through_the_rust_api
 //! - pathological tokenizer input (EMBER_PATHOLOGICAL_KB, default 512 KiB, without
 //!   spaces or one repeated emoji) -> pathological_inputs_take_linear_time_{bpe,spm}
 
@@ -78,6 +79,37 @@ fn a_prompt_longer_than_the_context() {
         .generate_with(&prompt, &gp, &mut s, |_| Control::Continue)
         .expect_err("a 64-word prompt in 16 positions");
     assert!(e.to_string().contains("context is full"), "{e}");
+    // With context shifting on, a prompt that alone overflows the context is still an
+    // error (shifting drops old text; it cannot make a prompt fit), and so is a shift
+    // whose n_keep leaves nothing to drop; neither loops nor panics.
+    for n_keep in [0, 8, usize::MAX] {
+        ctx.reset();
+        let gp = GenerateParams {
+            context_shift: true,
+            n_keep,
+            ..gp.clone()
+        };
+        let e = ctx
+            .generate_with(&prompt, &gp, &mut s, |_| Control::Continue)
+            .expect_err("a 64-word prompt in 16 positions, shifting");
+        assert!(
+            matches!(e, Error::ContextFull { .. }),
+            "n_keep {n_keep}: {e}"
+        );
+    }
+    ctx.reset();
+    ctx.decode(&long[..16]).unwrap();
+    let gp = GenerateParams {
+        context_shift: true,
+        n_keep: 16,
+        max_tokens: 2,
+        ..Default::default()
+    };
+    let e = ctx
+        .generate_with("", &gp, &mut s, |_| Control::Continue)
+        .expect_err("a full context whose every position is kept");
+    assert!(matches!(e, Error::ContextFull { .. }), "{e}");
+    assert_eq!(ctx.n_past(), 16, "the refused shift changed the context");
 }
 
 #[test]
@@ -96,6 +128,19 @@ fn context_sizes() {
         panic!("n_batch 0 was accepted");
     };
     assert!(e.to_string().contains("n_batch"), "{e}");
+    // Absurd thread counts are refused before any thread or buffer is made for them.
+    for n_threads in [1025, 1 << 20, usize::MAX] {
+        let Err(e) = Context::new(
+            &m,
+            ContextParams {
+                n_threads,
+                ..params(16, 8)
+            },
+        ) else {
+            panic!("{n_threads} threads were accepted");
+        };
+        assert!(e.to_string().contains("threads"), "{n_threads}: {e}");
+    }
     // A huge n_batch is capped at n_ctx, not allocated.
     let mut c = Context::new(&m, params(16, usize::MAX)).unwrap();
     assert_eq!(c.params().n_batch, 16);
@@ -162,6 +207,30 @@ fn out_of_range_token_ids() {
     }
     assert!(m.tokenizer().decode(&[1, n], false, false).is_err());
     assert!(m.tokenizer().token_to_piece(u32::MAX, true).is_err());
+    // In a generation's own prompt tokens, and in the state of a sampler fed outside ids.
+    let mut s = Sampler::new(Default::default()).unwrap();
+    let gp = GenerateParams {
+        max_tokens: 2,
+        ..Default::default()
+    };
+    let e = ctx
+        .generate_tokens(&[3, n], &gp, &mut s, |_| Control::Continue)
+        .expect_err("a prompt token past the vocabulary");
+    assert!(matches!(e, Error::InvalidToken { .. }), "{e}");
+    assert_eq!(ctx.tokens(), &[1, 2]);
+    let mut s = Sampler::new(ember::SamplerParams {
+        repeat_penalty: 1.3,
+        frequency_penalty: 0.5,
+        presence_penalty: 0.5,
+        logit_bias: vec![(n, 1.0), (u32::MAX, f32::NEG_INFINITY)],
+        ..Default::default()
+    })
+    .unwrap();
+    for bad in [n, u32::MAX] {
+        s.accept(bad);
+    }
+    ctx.generate_tokens(&[3], &gp, &mut s, |_| Control::Continue)
+        .unwrap();
     // Through the C API (ember_token is int32: negative ids too).
     let path = CString::new(small_model_path().to_str().unwrap()).unwrap();
     let (model, ctx) = c_model_and_context(&path);
@@ -351,6 +420,19 @@ fn invalid_utf8_through_the_c_api() {
         ember_sampler_free(sp);
         ember_context_free(ctx);
         ember_model_free(model);
+    }
+}
+
+#[test]
+fn invalid_utf8_through_the_rust_api() {
+    // Rust strings are UTF-8 by type; the byte entry points check.
+    let tok = small_model();
+    let tok = tok.tokenizer();
+    for text in [&b"ab\xff"[..], b"\xc3", b"\xed\xa0\x80", b"\xc0\xaf"] {
+        match tok.encode_bytes(text, true, true) {
+            Err(Error::InvalidUtf8 { .. }) => {}
+            other => panic!("{text:?}: {other:?}"),
+        }
     }
 }
 

@@ -257,6 +257,12 @@ fn meta_err(key: &str, problem: impl std::fmt::Display) -> Error {
     }
 }
 
+/// A per-token array longer than the vocabulary loads, as in llama.cpp (which reads the
+/// first n_vocab entries), but a file that disagrees with itself is worth a warning.
+fn longer_than_vocab(key: &str, len: usize, n: usize) -> String {
+    format!("'{key}' has {len} entries for {n} tokens; the extra ones are ignored")
+}
+
 /// The byte of a byte token, whose text must be exactly `<0xHH>` (two hex digits).
 /// llama.cpp reads it with `strtol(text.substr(3, 2), 16)`, which turns `<0x-1>` into
 /// 0xFF and `<0xZZ>` into 0 (one of its advisories' inputs); every real vocabulary spells
@@ -360,6 +366,9 @@ impl Tokenizer {
                         format!("{} scores for {n} tokens", v.len()),
                     ));
                 }
+                if v.len() > n {
+                    warnings.push(longer_than_vocab("tokenizer.ggml.scores", v.len(), n));
+                }
                 v
             }
         };
@@ -378,6 +387,9 @@ impl Tokenizer {
                         "tokenizer.ggml.token_type",
                         format!("{} types for {n} tokens", v.len()),
                     ));
+                }
+                if v.len() > n {
+                    warnings.push(longer_than_vocab("tokenizer.ggml.token_type", v.len(), n));
                 }
                 v[..n]
                     .iter()
