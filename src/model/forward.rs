@@ -40,6 +40,8 @@ pub struct Scratch {
     scores: ScoreRows,
     rope_cs: Vec<f32>,
     rope_cs_swa: Vec<f32>,
+    /// Partial attention results of a decode whose keys are split across threads.
+    attn_parts: Vec<f32>,
     moe: Option<MoeScratch>,
 }
 
@@ -81,8 +83,9 @@ impl WeightFacts {
 #[derive(Clone, Copy, Debug)]
 pub struct ScratchLens {
     n_batch: usize,
-    /// x, xn, q, k, v, qkv, att, proj, gate, up, rope_cs, rope_cs_swa (in that order).
-    f32s: [usize; 12],
+    /// x, xn, q, k, v, qkv, att, proj, gate, up, rope_cs, rope_cs_swa, attn_parts (in that
+    /// order).
+    f32s: [usize; 13],
     act: usize,
     score_rows: usize,
     score_len: usize,
@@ -123,9 +126,11 @@ impl ScratchLens {
                 rows(up_w)?,
                 rows(c.rope.n_dims)?,
                 rows(c.rope_swa.n_dims)?,
+                attention::partials_len(n_threads, c.n_head, c.n_head_kv, c.head_dim_v),
             ],
             act: rows(f.max_act_row_bytes)?,
-            score_rows: n_threads.max(1),
+            // Only the observer's recomputation of attention weights uses a score row.
+            score_rows: 1,
             score_len: n_ctx,
             moe: match c.moe {
                 Some(mc) => Some(MoeLens::new(&mc, n_batch, c.n_embd)?),
@@ -163,7 +168,7 @@ impl ScratchLens {
 impl Scratch {
     /// Allocates the buffers `lens` describes (checked by the caller to fit in memory).
     pub fn new(lens: &ScratchLens) -> Scratch {
-        let [x, xn, q, k, v, qkv, att, proj, gate, up, rope_cs, rope_cs_swa] =
+        let [x, xn, q, k, v, qkv, att, proj, gate, up, rope_cs, rope_cs_swa, attn_parts] =
             lens.f32s.map(|n| vec![0.0f32; n]);
         Scratch {
             n_batch: lens.n_batch,
@@ -181,6 +186,7 @@ impl Scratch {
             scores: ScoreRows::new(lens.score_rows, lens.score_len),
             rope_cs,
             rope_cs_swa,
+            attn_parts,
             moe: lens.moe.map(|m| MoeScratch::new(&m)),
         }
     }
@@ -200,6 +206,7 @@ impl Scratch {
             &self.up,
             &self.rope_cs,
             &self.rope_cs_swa,
+            &self.attn_parts,
         ]
         .iter()
         .map(|b| b.len())
@@ -510,7 +517,15 @@ fn attention_block(
         window: if swa { c.sliding_window } else { 0 },
     };
     let att = &mut sc.att[..n * c.n_head * c.head_dim_v];
-    attention::attention(st.pool, st.kernels, &shape, q, layer_kv, &sc.scores, att);
+    attention::attention(
+        st.pool,
+        st.kernels,
+        &shape,
+        q,
+        layer_kv,
+        &mut sc.attn_parts,
+        att,
+    );
     if let Some(o) = st.observer.as_deref_mut() {
         attention::observe_weights(st.kernels, &shape, il, q, layer_kv, &sc.scores, o);
     }
