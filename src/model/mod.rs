@@ -294,6 +294,10 @@ impl Model {
     }
 }
 
+/// Identifies the model a saved state belongs to: the tensor layout, and a sample of every
+/// tensor's bytes (its first and last 16), so that two files of one layout but different
+/// weights (two fine-tunes of one base model) do not take each other's states. Reading the
+/// sample touches two pages per tensor, which loading reads anyway.
 fn fingerprint(file: &GgufFile) -> u64 {
     use crate::fnv::{fnv1a, FNV_INIT};
     let mut h = fnv1a(FNV_INIT, &file.file_size().to_le_bytes());
@@ -304,6 +308,10 @@ fn fingerprint(file: &GgufFile) -> u64 {
             h = fnv1a(h, &d.to_le_bytes());
         }
         h = fnv1a(h, &t.offset.to_le_bytes());
+        let data = file.tensor_data(t);
+        let n = data.len().min(16);
+        h = fnv1a(h, &data[..n]);
+        h = fnv1a(h, &data[data.len() - n..]);
     }
     h
 }
