@@ -273,8 +273,13 @@ fn kernels_match_scalar() {
             // Long rows (129 blocks of 32) take the prefill path for rows too long for
             // the unpacked-row scratch.
             let long: &[usize] = if fmt.block() == 32 { &[129] } else { &[] };
-            for &nb in BLOCK_COUNTS.iter().chain(long) {
-                let cols = nb * fmt.block().max(32);
+            // Float rows may be any length: odd ones exercise the SIMD kernels' tails.
+            let odd: &[usize] = if fmt.block() == 1 { &[13, 37] } else { &[] };
+            let lens = BLOCK_COUNTS
+                .iter()
+                .chain(long)
+                .map(|nb| nb * fmt.block().max(32));
+            for cols in lens.chain(odd.iter().copied()) {
                 for rows in [1, 3, 4, 5, 8, 13] {
                     let w = random_weights(&mut rng, ty, rows, cols);
                     let wrb = w.len() / rows;
