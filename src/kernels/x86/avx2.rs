@@ -1573,7 +1573,7 @@ unsafe fn float_tile<F: FloatW>(
     let row = |j: usize| w.wrapping_add((r + j) * k * F::BYTES);
     let rp = [row(0), row(1), row(2)];
     let tok = |u: usize| x.wrapping_add((t + u) * k);
-    let mut acc = [[_mm256_setzero_ps(); GROUP]; FLOAT_TILE_ROWS];
+    let mut acc = [[_mm256_setzero_ps(); FLOAT_TILE_ROWS]; GROUP];
     let k8 = k / 8 * 8;
     let mut i = 0;
     while i < k8 {
@@ -1584,17 +1584,17 @@ unsafe fn float_tile<F: FloatW>(
                 F::load8(rp[1].add(i * F::BYTES)),
                 F::load8(rp[2].add(i * F::BYTES)),
             ];
-            for u in 0..GROUP {
+            for (u, au) in acc.iter_mut().enumerate() {
                 let xv = _mm256_loadu_ps(tok(u).add(i));
-                for j in 0..FLOAT_TILE_ROWS {
-                    acc[j][u] = _mm256_fmadd_ps(wv[j], xv, acc[j][u]);
+                for (a, wj) in au.iter_mut().zip(&wv) {
+                    *a = _mm256_fmadd_ps(*wj, xv, *a);
                 }
             }
         }
         i += 8;
     }
-    for (j, accj) in acc.iter().enumerate() {
-        for (u, a) in accj.iter().enumerate() {
+    for (u, au) in acc.iter().enumerate() {
+        for (j, a) in au.iter().enumerate() {
             let mut s = hsum_ps(*a);
             if k8 < k {
                 // SAFETY: the tails of row r+j and token t+u are in bounds.
