@@ -115,7 +115,7 @@ const RUN_SCORES: usize = 512;
 /// Query heads of one group handled together (larger groups are taken in slices).
 const SLICE: usize = 8;
 /// Fewest keys a decode split covers: shorter, and merging costs more than it spreads.
-const MIN_SPLIT_KEYS: usize = 128;
+const MIN_SPLIT_KEYS: usize = 64;
 
 /// Most splits of the key range a decoded token's attention uses: enough tasks (kv heads
 /// × splits) for eight per thread. [`attention`] needs `partials_len` floats of scratch.
