@@ -642,7 +642,9 @@ fn truncated_at_every_section_boundary() {
         cuts.sort_unstable();
         cuts.dedup();
         assert!(cuts.len() > 2 * w.sections.len());
-        for cut in cuts {
+        // Under Miri a sample of them, spread over the file.
+        let every = cuts.len() / test_rounds(cuts.len());
+        for cut in cuts.into_iter().step_by(every) {
             check_cut(&w, cut);
         }
         GgufFile::from_bytes(&w.bytes).expect("the whole file is valid");
@@ -741,9 +743,9 @@ fn random_byte_flips_never_panic() {
             Err(_) => panic!("round {round}: a mutated file made the reader panic"),
         }
     }
-    // Both outcomes must occur, or the mutations are not reaching the parser.
-    assert!(
-        ok > rounds / 30 && err > rounds / 3,
-        "{ok} accepted, {err} rejected"
-    );
+    // Both outcomes must occur, or the mutations are not reaching the parser. Accepted
+    // files are ~3% of the rounds, so Miri's sample (the first 30 by default) may hold
+    // none; its rounds are the native run's first ones (same seed), checked there.
+    assert!(err > rounds / 3, "{ok} accepted, {err} rejected");
+    assert!(cfg!(miri) || ok > 20, "{ok} accepted, {err} rejected");
 }
