@@ -14,6 +14,21 @@ pub mod runtime;
 pub mod sampling;
 pub mod tokenizer;
 
+/// Rounds for a randomized or exhaustive unit test: all of them natively; under Miri,
+/// which interprets ~100x slower, EMBER_MIRI_PERCENT of them (default 2, at least 1), so
+/// every code path still runs on fewer inputs (tools/miri forwards the variable).
+#[cfg(test)]
+pub(crate) fn test_rounds(native: usize) -> usize {
+    if !cfg!(miri) {
+        return native;
+    }
+    let percent = std::env::var("EMBER_MIRI_PERCENT")
+        .ok()
+        .and_then(|s| s.parse::<usize>().ok())
+        .unwrap_or(2);
+    (native * percent / 100).clamp(1, native)
+}
+
 pub use error::{Error, Result};
 pub use gguf::{GgufFile, LoadOptions};
 pub use model::{Model, ModelConfig, ModelParams};

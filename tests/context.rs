@@ -319,3 +319,46 @@ fn q8_0_kv_cache_decodes_saves_and_shifts() {
     assert_eq!(b.n_past(), PROMPT.len() + 6 - 8);
     greedy(&mut b, 4);
 }
+
+/// The caller's model handle goes while contexts made from it still work on other
+/// threads: each context keeps the weights alive, and whichever thread drops the last
+/// context unmaps the file. (Run under ThreadSanitizer by tools/tsan.)
+#[test]
+fn model_dropped_while_its_contexts_decode_on_other_threads() {
+    let prompts: Vec<Vec<Token>> = (0..2).map(|i| PROMPT[i..i + 8].to_vec()).collect();
+    let alone: Vec<Vec<Token>> = prompts
+        .iter()
+        .map(|p| {
+            let mut c = ctx(64);
+            c.decode(p).unwrap();
+            greedy(&mut c, 8)
+        })
+        .collect();
+    // Its own load, not the shared one: this model must really be freed.
+    let model = Model::load(common::model("smollm2"), &ModelParams::default()).unwrap();
+    let start = std::sync::Arc::new(std::sync::Barrier::new(prompts.len() + 1));
+    let handles: Vec<_> = prompts
+        .into_iter()
+        .map(|p| {
+            let mut c = Context::new(
+                &model,
+                ContextParams {
+                    n_ctx: 64,
+                    n_threads: 2,
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+            let start = start.clone();
+            std::thread::spawn(move || {
+                start.wait();
+                c.decode(&p).unwrap();
+                greedy(&mut c, 8)
+            })
+        })
+        .collect();
+    drop(model);
+    start.wait();
+    let after: Vec<Vec<Token>> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    assert_eq!(alone, after);
+}

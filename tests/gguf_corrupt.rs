@@ -9,7 +9,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use common::gguf_writer::{ty, Gguf, Tensor, Val, Written};
 use common::peak_alloc::{peak_of, PeakAlloc};
-use common::{rich_file, Rng};
+use common::{rich_file, test_rounds, Rng};
 use ember::gguf::{GgufFile, Storage, ValueType};
 use ember::GgmlType;
 
@@ -642,7 +642,9 @@ fn truncated_at_every_section_boundary() {
         cuts.sort_unstable();
         cuts.dedup();
         assert!(cuts.len() > 2 * w.sections.len());
-        for cut in cuts {
+        // Under Miri a sample of them, spread over the file.
+        let every = cuts.len() / test_rounds(cuts.len());
+        for cut in cuts.into_iter().step_by(every) {
             check_cut(&w, cut);
         }
         GgufFile::from_bytes(&w.bytes).expect("the whole file is valid");
@@ -653,7 +655,7 @@ fn truncated_at_every_section_boundary() {
 fn truncated_at_random_points() {
     let mut rng = Rng(0x7275_6e63);
     for w in truncation_files() {
-        for _ in 0..300 {
+        for _ in 0..test_rounds(300) {
             // Most cuts in the header, where the parsing happens.
             let limit = if rng.below(4) == 0 {
                 w.bytes.len()
@@ -708,7 +710,8 @@ fn random_byte_flips_never_panic() {
     let files = [rich_file(3).write(), base().write()];
     let mut rng = Rng(0xf11b);
     let (mut ok, mut err) = (0, 0);
-    for round in 0..600 {
+    let rounds = test_rounds(600);
+    for round in 0..rounds {
         let w = &files[round % files.len()];
         let mut bytes = w.bytes.clone();
         let flips = 1 + rng.below(4);
@@ -740,6 +743,9 @@ fn random_byte_flips_never_panic() {
             Err(_) => panic!("round {round}: a mutated file made the reader panic"),
         }
     }
-    // Both outcomes must occur, or the mutations are not reaching the parser.
-    assert!(ok > 20 && err > 200, "{ok} accepted, {err} rejected");
+    // Both outcomes must occur, or the mutations are not reaching the parser. Accepted
+    // files are ~3% of the rounds, so Miri's sample (the first 30 by default) may hold
+    // none; its rounds are the native run's first ones (same seed), checked there.
+    assert!(err > rounds / 3, "{ok} accepted, {err} rejected");
+    assert!(cfg!(miri) || ok > 20, "{ok} accepted, {err} rejected");
 }

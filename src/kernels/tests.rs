@@ -140,16 +140,24 @@ fn close(got: f32, want: f32, mag: f32, rel: f32) -> bool {
     (got - want).abs() <= rel * mag + 1e-6
 }
 
-const BLOCK_COUNTS: [usize; 5] = [1, 2, 3, 7, 33];
+/// Row lengths in blocks. Under Miri (~1000x slower on this arithmetic) 1 and 2 only: the
+/// scalar loops do the same for every block, and 33 blocks of 256 would take an hour.
+const BLOCK_COUNTS: &[usize] = if cfg!(miri) {
+    &[1, 2]
+} else {
+    &[1, 2, 3, 7, 33]
+};
 
 #[test]
 fn scalar_matches_dequantized_f32() {
     let mut rng = Rng::new(1);
     for ty in TYPES {
         let fmt = ActFormat::for_weight(ty).unwrap();
-        for nb in BLOCK_COUNTS {
+        for &nb in BLOCK_COUNTS {
             let k = nb * fmt.block().max(32);
-            let w = random_weights(&mut rng, ty, 3, k);
+            // One row under Miri: the rows differ only in their random contents.
+            let rows = if cfg!(miri) { 1 } else { 3 };
+            let w = random_weights(&mut rng, ty, rows, k);
             let mut wd = vec![0f32; k];
             let x = random_acts(&mut rng, GROUP * k);
             let rb = fmt.row_bytes(k);
@@ -157,8 +165,8 @@ fn scalar_matches_dequantized_f32() {
             let mut ag = vec![0u8; GROUP * rb];
             act::quantize_scalar(fmt, &x[..k], k, false, &mut a1);
             act::quantize_scalar(fmt, &x, k, true, &mut ag);
-            let wrb = w.len() / 3;
-            for r in 0..3 {
+            let wrb = w.len() / rows;
+            for r in 0..rows {
                 let row = &w[r * wrb..(r + 1) * wrb];
                 dequantize_row(ty, row, &mut wd).unwrap();
                 for t in [None, Some(0), Some(1), Some(3)] {
@@ -226,6 +234,10 @@ fn awkward_acts(rng: &mut Rng, n: usize) -> Vec<f32> {
 }
 
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "compares SIMD quantizers with the scalar one; Miri has only the scalar set"
+)]
 fn simd_quantizers_match_scalar() {
     let mut rng = Rng::new(3);
     for k in Kernels::available() {
@@ -235,7 +247,7 @@ fn simd_quantizers_match_scalar() {
             ActFormat::Q8K,
             ActFormat::F32,
         ] {
-            for nb in BLOCK_COUNTS {
+            for &nb in BLOCK_COUNTS {
                 let cols = nb * fmt.block().max(32);
                 for x in [
                     random_acts(&mut rng, GROUP * cols),
@@ -262,6 +274,13 @@ fn simd_quantizers_match_scalar() {
 
 /// Every kernel set, every type: matrix-vector and group kernels against the scalar twins.
 #[test]
+// Miri detects no SIMD set, so this would compare the scalar set with itself, for 4 of
+// Miri's minutes even at one block; matmul_matches_scalar_dots runs the scalar matrix
+// loops there.
+#[cfg_attr(
+    miri,
+    ignore = "compares SIMD kernels with scalar ones; Miri has only the scalar set"
+)]
 fn kernels_match_scalar() {
     let mut rng = Rng::new(4);
     for k in Kernels::available() {
@@ -387,7 +406,15 @@ fn vector_helpers_match_scalar() {
 #[test]
 fn matmul_matches_scalar_dots() {
     let mut rng = Rng::new(6);
+    // Under Miri (minutes per product): smaller matrices, 9 tokens only (two groups and a
+    // leftover), still on 1 to 3 threads (Miri checks the pool's hand-offs for races).
     let pools: Vec<Pool> = [1, 2, 3].iter().map(|&n| Pool::new(n).unwrap()).collect();
+    // (row counts, columns of the k-quants and of the others, token counts)
+    let (row_counts, cols_k, cols, tok_counts): (&[usize], usize, usize, &[usize]) = if cfg!(miri) {
+        (&[4, 5, 13], 256, 64, &[9])
+    } else {
+        (&[37, 64, 300], 512, 96, &[1, 2, 3, 4, 5, 8, 9, 13, 40])
+    };
     let types = [
         GgmlType::Q4_0,
         GgmlType::Q4_1,
@@ -400,11 +427,11 @@ fn matmul_matches_scalar_dots() {
         for (pi, pool) in pools.iter().enumerate() {
             for (ti, &ty) in types.iter().enumerate() {
                 let fmt = ActFormat::for_weight(ty).unwrap();
-                let cols = if fmt == ActFormat::Q8K { 512 } else { 96 };
-                let rows = [37, 64, 300][(ti + pi) % 3];
+                let cols = if fmt == ActFormat::Q8K { cols_k } else { cols };
+                let rows = row_counts[(ti + pi) % 3];
                 let w = random_weights(&mut rng, ty, rows, cols);
                 let m = Matrix::new(ty, rows, cols, &w).unwrap();
-                for n_tok in [1, 2, 3, 4, 5, 8, 9, 13, 40] {
+                for &n_tok in tok_counts {
                     let x = random_acts(&mut rng, n_tok * cols);
                     let mut act = vec![0u8; n_tok * fmt.row_bytes(cols)];
                     let mut out = vec![f32::NAN; n_tok * rows];
@@ -470,7 +497,7 @@ fn pool_runs_every_task_once() {
     for n in [1, 2, 3, 5] {
         let pool = Pool::new(n).unwrap();
         assert_eq!(pool.n_threads(), n);
-        for round in 0..200 {
+        for round in 0..crate::test_rounds(200) {
             let n_tasks = round % 37;
             let hits: Vec<AtomicUsize> = (0..n_tasks).map(|_| AtomicUsize::new(0)).collect();
             let threads: Vec<AtomicUsize> = (0..n).map(|_| AtomicUsize::new(0)).collect();
@@ -520,10 +547,11 @@ fn pool_shared_between_threads() {
     use std::sync::atomic::{AtomicUsize, Ordering};
     let pool = Pool::new(2).unwrap();
     let count = AtomicUsize::new(0);
+    let rounds = crate::test_rounds(100);
     std::thread::scope(|s| {
         for _ in 0..3 {
             s.spawn(|| {
-                for _ in 0..100 {
+                for _ in 0..rounds {
                     pool.run(5, &|_, _| {
                         count.fetch_add(1, Ordering::Relaxed);
                     });
@@ -531,7 +559,7 @@ fn pool_shared_between_threads() {
             });
         }
     });
-    assert_eq!(count.load(Ordering::Relaxed), 1500);
+    assert_eq!(count.load(Ordering::Relaxed), 3 * rounds * 5);
 }
 
 #[test]
@@ -568,13 +596,19 @@ fn env_override_names_are_known() {
 fn pool_dropped_before_workers_start() {
     // Workers that start after the pool is already shutting down must still exit.
     for n in [2, 4] {
-        for _ in 0..50 {
+        for _ in 0..crate::test_rounds(50) {
             drop(Pool::new(n).unwrap());
         }
     }
 }
 
 #[test]
+// Over 4 minutes under Miri even at 9 tokens; the unsafe parts it reaches (the driver's
+// shared output and activation slices, the pool) are those of matmul_matches_scalar_dots.
+#[cfg_attr(
+    miri,
+    ignore = "too slow for Miri; its unsafe paths run in matmul_matches_scalar_dots"
+)]
 fn matmul_many_matches_separate_products() {
     let mut rng = Rng::new(8);
     let pool = Pool::new(2).unwrap();
@@ -634,6 +668,13 @@ fn matmul_many_matches_separate_products() {
 }
 
 #[test]
+// A heuristic on elapsed times (a worker sleeping 2 ms against a caller spinning 20 us):
+// under Miri, with isolation, the clock counts interpreted steps, not the sleep's real
+// cost, so the comparison means nothing there. No unsafe code is specific to it.
+#[cfg_attr(
+    miri,
+    ignore = "timing heuristic; Miri's clock counts interpreted steps"
+)]
 fn pool_runs_alone_when_workers_hold_it_up_then_recovers() {
     use std::sync::atomic::{AtomicUsize, Ordering};
     let pool = Pool::new(2).unwrap();

@@ -392,7 +392,12 @@ mod tests {
             (40, 0x5708b53ec283742d, 32, 19, 39),
             (17, 0xdab4d7343c8aad1f, 6, 12, 13),
         ];
+        // Under Miri (~100x slower) the 6421-element case is left out; the small ones still
+        // go through partitioning and the insertion sort.
         for (n, hash, first, second, last) in cases {
+            if n as usize > crate::test_rounds(6421) {
+                continue;
+            }
             let lens: Vec<u32> = (0..n)
                 .map(|i| {
                     if n == 6421 {

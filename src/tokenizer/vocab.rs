@@ -349,24 +349,27 @@ mod tests {
         assert_eq!(t.insert(b"ab"), Ok(0));
         assert_eq!(t.insert(b""), Ok(1));
         assert_eq!(t.insert(b"ab"), Err(0));
-        for i in 0..1000u32 {
+        // Enough strings to grow the table several times from its capacity of 2.
+        let n = crate::test_rounds(1000) as u32;
+        for i in 0..n {
             let s = format!("tok{i}");
             assert_eq!(t.intern(s.as_bytes()), Some(i + 2));
         }
-        assert_eq!(t.find(b"tok999"), Some(1001));
+        assert_eq!(t.find(format!("tok{}", n - 1).as_bytes()), Some(n + 1));
         assert_eq!(t.find(b""), Some(1));
-        assert_eq!(t.find(b"tok1000"), None);
-        assert_eq!(t.get(500), b"tok498");
+        assert_eq!(t.find(format!("tok{n}").as_bytes()), None);
+        assert_eq!(t.get(n / 2), format!("tok{}", n / 2 - 2).as_bytes());
     }
 
     #[test]
     fn bulk_build_finds_everything_and_duplicates() {
-        let owned: Vec<String> = (0..5000).map(|i| format!("w{i}")).collect();
+        let n = crate::test_rounds(5000);
+        let owned: Vec<String> = (0..n).map(|i| format!("w{i}")).collect();
         let t = StrTable::from_strings(owned.iter().map(|s| s.as_bytes()), owned.len()).unwrap();
         for (i, s) in owned.iter().enumerate() {
             assert_eq!(t.find(s.as_bytes()), Some(i as u32));
         }
-        assert_eq!(t.find(b"w5000"), None);
+        assert_eq!(t.find(format!("w{n}").as_bytes()), None);
         let dup = ["a", "b", "c", "b"];
         let e = StrTable::from_strings(dup.iter().map(|s| s.as_bytes()), 4).err();
         assert_eq!(e, Some((1, 3)));

@@ -78,6 +78,20 @@ pub fn target_tool(var: &str, default: &str) -> String {
         .unwrap_or_else(|| default.to_string())
 }
 
+/// Rounds for a randomized test: all of them natively; under Miri, which interprets
+/// ~100x slower, EMBER_MIRI_PERCENT of them (default 5, at least 1; tools/miri forwards
+/// the variable). Same rule as the library's unit tests.
+pub fn test_rounds(native: usize) -> usize {
+    if !cfg!(miri) {
+        return native;
+    }
+    let percent = std::env::var("EMBER_MIRI_PERCENT")
+        .ok()
+        .and_then(|s| s.parse::<usize>().ok())
+        .unwrap_or(2);
+    (native * percent / 100).clamp(1, native)
+}
+
 /// SplitMix64: a tiny deterministic generator so every random case can be replayed from
 /// its seed.
 pub struct Rng(pub u64);
