@@ -1,6 +1,8 @@
 //! Generating tokens must not touch the heap: every buffer a decode step needs is made
 //! when the context is created. A counting global allocator watches 64 tokens of
-//! generation after a warm-up, across all threads (the worker pool included).
+//! generation after a warm-up, across all threads (the worker pool included): after a
+//! short prompt, and on SmolLM2 also at depth (after a ~1,500-token prompt, where a decoded
+//! token's attention is split across threads over many blocks of keys), with both KV types.
 
 mod common;
 
@@ -70,12 +72,48 @@ fn measured() -> usize {
         .unwrap_or(64)
 }
 
+/// Tokens of prompt for the runs at depth: ~1,500, or EMBER_ZERO_ALLOC_DEPTH (emulated
+/// runs use fewer; anything past 128 keys already splits a decoded token's attention).
+fn depth() -> usize {
+    std::env::var("EMBER_ZERO_ALLOC_DEPTH")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1500)
+}
+
+const OPENING: &str = "Once upon a time, in a small village by the sea,";
+
 fn check(model: &Model, sampler: SamplerParams, n_threads: usize, kv_type: KvType) {
+    check_at(model, sampler, n_threads, kv_type, OPENING.to_string());
+}
+
+/// The opening sentence repeated to about `tokens` tokens.
+fn deep_prompt(model: &Model, tokens: usize) -> String {
+    let per = model
+        .tokenizer()
+        .encode(OPENING, false, false)
+        .unwrap()
+        .len();
+    vec![OPENING; tokens.div_ceil(per).max(1)].join(" ")
+}
+
+fn check_at(
+    model: &Model,
+    sampler: SamplerParams,
+    n_threads: usize,
+    kv_type: KvType,
+    prompt: String,
+) {
     let measured = measured();
+    let n_prompt = model
+        .tokenizer()
+        .encode(&prompt, true, false)
+        .unwrap()
+        .len();
     let mut ctx = Context::new(
         model,
         ContextParams {
-            n_ctx: 256,
+            n_ctx: (n_prompt + WARMUP + measured + 64).max(256),
             n_threads,
             kv_type,
             ..Default::default()
@@ -100,30 +138,27 @@ fn check(model: &Model, sampler: SamplerParams, n_threads: usize, kv_type: KvTyp
     let mut at_start = (0, 0);
     let mut at_end = (0, 0);
     let stats = ctx
-        .generate(
-            "Once upon a time, in a small village by the sea,",
-            &params,
-            |_piece| {
-                pieces += 1;
-                let now = (ALLOCS.load(Ordering::SeqCst), FREES.load(Ordering::SeqCst));
-                if pieces == WARMUP {
-                    at_start = now;
-                    WATCH.store(true, Ordering::SeqCst);
-                }
-                if pieces == WARMUP + measured {
-                    WATCH.store(false, Ordering::SeqCst);
-                    at_end = now;
-                    return Control::Stop;
-                }
-                Control::Continue
-            },
-        )
+        .generate(&prompt, &params, |_piece| {
+            pieces += 1;
+            let now = (ALLOCS.load(Ordering::SeqCst), FREES.load(Ordering::SeqCst));
+            if pieces == WARMUP {
+                at_start = now;
+                WATCH.store(true, Ordering::SeqCst);
+            }
+            if pieces == WARMUP + measured {
+                WATCH.store(false, Ordering::SeqCst);
+                at_end = now;
+                return Control::Stop;
+            }
+            Control::Continue
+        })
         .unwrap();
     assert_eq!(pieces, WARMUP + measured, "{stats:?}");
     assert_eq!(
         (at_end.0 - at_start.0, at_end.1 - at_start.1),
         (0, 0),
-        "heap allocations/frees during {measured} generated tokens ({n_threads} threads); {}",
+        "heap allocations/frees during {measured} generated tokens ({n_threads} threads, \
+         {n_prompt}-token prompt, {kv_type:?} cache); {}",
         CULPRIT.lock().unwrap().take().unwrap_or_default()
     );
 }
@@ -151,6 +186,11 @@ fn main() {
         check(&model, SamplerParams::greedy(), 2, KvType::F16);
         if name == "smollm2" {
             check(&model, SamplerParams::greedy(), 2, KvType::Q8_0);
+            for kv in [KvType::F16, KvType::Q8_0] {
+                let prompt = deep_prompt(&model, depth());
+                check_at(&model, SamplerParams::greedy(), 2, kv, prompt);
+            }
+            eprintln!("zero_alloc: {name}: none at depth {} either", depth());
         }
         check(
             &model,
