@@ -79,7 +79,7 @@ pub fn target_tool(var: &str, default: &str) -> String {
 }
 
 /// Rounds for a randomized test: all of them natively; under Miri, which interprets
-/// ~100x slower, EMBER_MIRI_PERCENT of them (default 5, at least 1; tools/miri forwards
+/// ~100x slower, EMBER_MIRI_PERCENT of them (default 2, at least 1; tools/miri forwards
 /// the variable). Same rule as the library's unit tests.
 pub fn test_rounds(native: usize) -> usize {
     if !cfg!(miri) {
