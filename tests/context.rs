@@ -249,17 +249,23 @@ fn abort_stops_decode_and_leaves_the_context_usable() {
     assert_eq!(argmax(c.logits()), expect);
 }
 
-#[test]
-fn one_model_four_threads_same_tokens_as_alone() {
-    let prompts: Vec<Vec<Token>> = (0..4).map(|i| PROMPT[i..i + 8].to_vec()).collect();
-    let alone: Vec<Vec<Token>> = prompts
+/// The 8 greedy tokens after each prompt, each in a context of its own on this thread: what
+/// the threaded runs must reproduce.
+fn greedy_alone(prompts: &[Vec<Token>]) -> Vec<Vec<Token>> {
+    prompts
         .iter()
         .map(|p| {
             let mut c = ctx(64);
             c.decode(p).unwrap();
             greedy(&mut c, 8)
         })
-        .collect();
+        .collect()
+}
+
+#[test]
+fn one_model_four_threads_same_tokens_as_alone() {
+    let prompts: Vec<Vec<Token>> = (0..4).map(|i| PROMPT[i..i + 8].to_vec()).collect();
+    let alone = greedy_alone(&prompts);
     let handles: Vec<_> = prompts
         .into_iter()
         .map(|p| {
@@ -326,14 +332,7 @@ fn q8_0_kv_cache_decodes_saves_and_shifts() {
 #[test]
 fn model_dropped_while_its_contexts_decode_on_other_threads() {
     let prompts: Vec<Vec<Token>> = (0..2).map(|i| PROMPT[i..i + 8].to_vec()).collect();
-    let alone: Vec<Vec<Token>> = prompts
-        .iter()
-        .map(|p| {
-            let mut c = ctx(64);
-            c.decode(p).unwrap();
-            greedy(&mut c, 8)
-        })
-        .collect();
+    let alone = greedy_alone(&prompts);
     // Its own load, not the shared one: this model must really be freed.
     let model = Model::load(common::model("smollm2"), &ModelParams::default()).unwrap();
     let start = std::sync::Arc::new(std::sync::Barrier::new(prompts.len() + 1));
